@@ -1,0 +1,6 @@
+"""Backbones: one class per model, shared by classification, detection and segmentation."""
+from . import (base, elsa_swin, lesa_resnet, localvit, localvit_pvt, localvit_swin,  # noqa: F401
+               localvit_t2t, localvit_tnt, san, swin)
+from .base import BaseLSABackbone
+
+__all__ = ['BaseLSABackbone']

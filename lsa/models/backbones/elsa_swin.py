@@ -1,0 +1,1 @@
+"""ELSA-Swin backbone. Placeholder."""

@@ -1,0 +1,1 @@
+"""LESA-ResNet backbone. Placeholder."""

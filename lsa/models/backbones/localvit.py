@@ -1,0 +1,1 @@
+"""LocalViT (DeiT host). Placeholder."""

@@ -1,0 +1,1 @@
+"""LocalViT-PVT. Placeholder."""

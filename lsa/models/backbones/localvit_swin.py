@@ -1,0 +1,1 @@
+"""LocalViT-Swin. Placeholder."""

@@ -1,0 +1,1 @@
+"""LocalViT-T2T. Placeholder."""

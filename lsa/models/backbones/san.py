@@ -1,0 +1,1 @@
+"""SAN backbone. Placeholder."""

@@ -1,0 +1,1 @@
+"""Swin host (per-stage attention / feed-forward by config). Placeholder."""

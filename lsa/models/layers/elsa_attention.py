@@ -1,0 +1,1 @@
+"""ELSA attention. Placeholder: filled in by the ELSA work."""

@@ -1,0 +1,1 @@
+"""LESA block. Placeholder: filled in by the LESA work."""

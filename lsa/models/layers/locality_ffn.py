@@ -1,0 +1,1 @@
+"""LocalViT locality feed-forward. Placeholder: filled in by the LocalViT work."""

@@ -1,0 +1,1 @@
+"""SAN self-attention (pairwise/patchwise). Placeholder: filled in by the SAN work."""

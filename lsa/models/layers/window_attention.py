@@ -1,0 +1,1 @@
+"""Swin window attention. Placeholder: filled in by the ELSA-Swin work."""

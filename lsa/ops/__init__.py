@@ -1,0 +1,9 @@
+"""lsa's attention ops: the SAN and ELSA kernels as PyTorch ops (CPU and CUDA).
+
+Public functions (stable names): ``aggregation``, ``subtraction``,
+``subtraction2``, ``elsa``. Their pure-PyTorch references live in
+:mod:`lsa.ops.reference`.
+"""
+from ._ext import HAS_EXT, has_cuda_kernels, require_ext
+
+__all__ = ['HAS_EXT', 'has_cuda_kernels', 'require_ext']

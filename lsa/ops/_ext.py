@@ -1,0 +1,43 @@
+"""The one place that loads the compiled extension ``lsa._C``.
+
+``HAS_EXT`` says whether it loaded; :func:`require_ext` raises one clear error
+that says how to build it. Nothing else in lsa imports ``lsa._C``.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+try:
+    importlib.import_module('lsa._C')
+    HAS_EXT = True
+    EXT_ERROR: str | None = None
+except ImportError as e:  # not built, or built against another torch
+    HAS_EXT = False
+    EXT_ERROR = str(e)
+
+_BUILD_HINT = (
+    'lsa._C (the compiled lsa ops) is not available: {err}\n'
+    'Build it from the repository root with\n'
+    '    pip install -e . --no-build-isolation\n'
+    '(torch==2.13.0 must be installed first; set LSA_WITH_CUDA=1 to force CUDA kernels). '
+    'Check the result with `python -m lsa.info`.')
+
+
+def require_ext(op: str) -> None:
+    """Raise a RuntimeError naming ``op`` and how to build ``lsa._C`` if it is missing."""
+    if not HAS_EXT:
+        raise RuntimeError(f'lsa.ops.{op}: ' + _BUILD_HINT.format(err=EXT_ERROR))
+
+
+def has_cuda_kernels() -> bool:
+    """True if ``lsa._C`` was compiled with its CUDA kernels."""
+    return HAS_EXT and bool(torch.ops.lsa._with_cuda())
+
+
+def cuda_version() -> int | None:
+    """CUDA version ``lsa._C`` was compiled with (e.g. 13000), or None."""
+    if not has_cuda_kernels():
+        return None
+    return int(torch.ops.lsa._cuda_version())
