@@ -48,8 +48,8 @@ def patch_mmengine_checkpoint_loading() -> bool:
 
     @CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), force=True)
     def load_from_http(filename, map_location=None, model_dir=None, progress=True):
-        from mmengine.utils.dl_utils import load_url
         import mmengine.utils.dl_utils.hub as hub
+        from mmengine.utils.dl_utils import load_url
         original = hub.torch.load
         hub.torch.load = lambda f, map_location=None: original(
             f, map_location=map_location, weights_only=False)

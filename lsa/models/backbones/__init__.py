@@ -1,6 +1,16 @@
 """Backbones: one class per model, shared by classification, detection and segmentation."""
-from . import (base, elsa_swin, lesa_resnet, localvit, localvit_pvt, localvit_swin,  # noqa: F401
-               localvit_t2t, localvit_tnt, san, swin)
+from . import (  # noqa: F401
+               base,
+               elsa_swin,
+               lesa_resnet,
+               localvit,
+               localvit_pvt,
+               localvit_swin,
+               localvit_t2t,
+               localvit_tnt,
+               san,
+               swin,
+)
 from .base import BaseLSABackbone
 
 __all__ = ['BaseLSABackbone']

@@ -47,7 +47,7 @@ class BaseLSABackbone(BaseModule):
         n = len(stage_channels)
         if isinstance(out_indices, int):
             out_indices = [out_indices]
-        if not isinstance(out_indices, (list, tuple)):
+        if not isinstance(out_indices, list | tuple):
             raise TypeError(f'{type(self).__name__}: out_indices must be an int or a sequence '
                             f'of ints, got {type(out_indices).__name__}')
         norm = []

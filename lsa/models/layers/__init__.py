@@ -3,7 +3,14 @@
 Each block is registered in :data:`lsa.registry.MODELS`, so backbones (and
 configs) choose them by dict, e.g. ``dict(type='lsa.ELSAAttention', ...)``.
 """
-from . import common, elsa_attention, lesa_attention, locality_ffn, san_attention, window_attention  # noqa: F401
+from . import (  # noqa: F401
+    common,
+    elsa_attention,
+    lesa_attention,
+    locality_ffn,
+    san_attention,
+    window_attention,
+)
 from .common import DropPath, Mlp, to_2tuple
 
 __all__ = ['DropPath', 'Mlp', 'to_2tuple']

@@ -52,7 +52,7 @@ def build_act(act: str | dict | Callable[[], nn.Module] | None) -> nn.Module:
     if callable(act) and not isinstance(act, dict):
         return act()
     if isinstance(act, str):
-        act = dict(type=act)
+        act = {'type': act}
     act = dict(act)
     name = act.pop('type')
     table = {'gelu': nn.GELU, 'relu': nn.ReLU, 'relu6': nn.ReLU6, 'hswish': nn.Hardswish,
