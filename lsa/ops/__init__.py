@@ -5,5 +5,7 @@ Public functions (stable names): ``aggregation``, ``subtraction``,
 :mod:`lsa.ops.reference`.
 """
 from ._ext import HAS_EXT, has_cuda_kernels, require_ext
+from .elsa import elsa
 
 __all__ = ['HAS_EXT', 'has_cuda_kernels', 'require_ext']
+__all__ += ['elsa']
