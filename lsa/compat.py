@@ -64,7 +64,10 @@ def patch_mmengine_checkpoint_loading() -> bool:
 
 def _torchvision_ops_loadable() -> bool:
     """True if torchvision's compiled ops would load (never imports torchvision)."""
-    spec = importlib.util.find_spec('torchvision')
+    try:
+        spec = importlib.util.find_spec('torchvision')
+    except (ImportError, ValueError):
+        return True  # not importable at all: nothing to shim
     if spec is None or not spec.submodule_search_locations:
         return True  # not installed: nothing to shim
     if torch.cuda.is_available():
