@@ -5,7 +5,10 @@ Public functions (stable names): ``aggregation``, ``subtraction``,
 :mod:`lsa.ops.reference`.
 """
 from ._ext import HAS_EXT, has_cuda_kernels, require_ext
+from .aggregation import Aggregation, aggregation
 from .elsa import elsa
+from .subtraction import Subtraction, Subtraction2, subtraction, subtraction2
 
 __all__ = ['HAS_EXT', 'has_cuda_kernels', 'require_ext']
+__all__ += ['aggregation', 'subtraction', 'subtraction2', 'Aggregation', 'Subtraction', 'Subtraction2']
 __all__ += ['elsa']

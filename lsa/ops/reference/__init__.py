@@ -1,2 +1,7 @@
-"""Pure-PyTorch references of lsa's ops (unfold-based, differentiable): test oracles."""
+"""Pure-PyTorch references of lsa's ops (unfold-based, differentiable): test oracles.
+
+They define the semantics index by index (see ``docs/ops.md``); the compiled
+kernels are tested against them and they are tested against Python loops.
+"""
 from .elsa import elsa_ref  # noqa: F401
+from .san import aggregation_ref, subtraction2_ref, subtraction_ref  # noqa: F401

@@ -1,0 +1,131 @@
+"""SAN aggregation: weighted sum over a local window with shared weights.
+
+Layering: :func:`aggregation` validates, then calls ``torch.ops.lsa.aggregation_forward``
+(C++ CPU / CUDA kernels in ``csrc/aggregation/``); its autograd formula calls the
+backward ops, and a fake implementation lets ``torch.compile`` trace it. The
+pure-PyTorch :func:`lsa.ops.reference.aggregation_ref` defines the semantics.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lsa.types import IntOr2Tuple
+
+from ._checks import check_device_dtype, check_same, check_tensor
+from ._ext import HAS_EXT
+from ._san_args import check_geometry, out_size, san_geometry, use_kernels
+from .reference.san import aggregation_ref
+
+__all__ = ['aggregation', 'Aggregation']
+
+
+def aggregation(input: Tensor, weight: Tensor, kernel_size: IntOr2Tuple,
+                stride: IntOr2Tuple = 1, padding: IntOr2Tuple = 0, dilation: IntOr2Tuple = 1,
+                pad_mode: str = 'zeros') -> Tensor:
+    """Local weighted aggregation (SAN, Eq. 1/4): ``y_i = sum_{j in R(i)} w_ij * x_j``.
+
+    ``y[n, c, h, w] = sum_kk weight[n, c % Cw, kk, h*Wo + w] * x~[n, c, hi, wi]`` with
+    ``hi = -p + h*s + th*d``, ``wi = -p + w*s + tw*d``, ``kk = th*kw + tw``; ``x~`` is
+    ``input`` padded with zeros or reflected once (``ReflectionPad2d``). Channel c
+    uses weight channel ``c % Cw`` (interleaved sharing, as in SAN).
+
+    Args:
+        input: Features, (N, C, H, W).
+        weight: Weights, (N, Cw, kh*kw, Ho*Wo) with ``C % Cw == 0``.
+        kernel_size, stride, padding, dilation: Window geometry (int or (h, w) pair).
+        pad_mode: ``'zeros'`` or ``'reflect'`` (needs padding < input size).
+
+    Returns:
+        (N, C, Ho, Wo), ``Ho = (H + 2p - d(k-1) - 1) // s + 1``.
+
+    Dtypes: float32/float64/float16/bfloat16 (accumulation in fp32 for the 16-bit
+    types); devices: CPU and CUDA. Reference: :func:`lsa.ops.reference.aggregation_ref`.
+    """
+    op = 'aggregation'
+    check_tensor(op, 'input', input, 4)
+    check_tensor(op, 'weight', weight, 4)
+    check_same(op, input=input, weight=weight)
+    check_device_dtype(op, input)
+    geom = san_geometry(op, kernel_size, stride, padding, dilation, pad_mode)
+    N, C, H, W = input.shape
+    Ho, Wo = check_geometry(op, (H, W), geom)
+    Nw, Cw, K, L = weight.shape
+    kh, kw = geom.kernel_size
+    if Nw != N:
+        raise ValueError(f'{op}: weight batch {Nw} != input batch {N} '
+                         f'(input {tuple(input.shape)}, weight {tuple(weight.shape)})')
+    if Cw == 0 or C % Cw:
+        raise ValueError(f'{op}: input channels C={C} must be a multiple of the weight '
+                         f'channels Cw={Cw}')
+    if K != kh * kw:
+        raise ValueError(f'{op}: weight taps weight.shape[2]={K} != kernel area '
+                         f'{kh}*{kw}={kh * kw}')
+    if L != Ho * Wo:
+        raise ValueError(f'{op}: weight positions weight.shape[3]={L} != Ho*Wo={Ho}*{Wo}'
+                         f'={Ho * Wo} for input size {(H, W)}')
+    if not use_kernels(op, input):
+        return aggregation_ref(input, weight, kernel_size, stride, padding, dilation, pad_mode)
+    return torch.ops.lsa.aggregation_forward(input, weight, *geom.as_op_args())
+
+
+class Aggregation(nn.Module):
+    """Module form of :func:`aggregation` (holds the window geometry)."""
+
+    def __init__(self, kernel_size: IntOr2Tuple, stride: IntOr2Tuple = 1,
+                 padding: IntOr2Tuple = 0, dilation: IntOr2Tuple = 1,
+                 pad_mode: str = 'zeros') -> None:
+        super().__init__()
+        san_geometry('Aggregation', kernel_size, stride, padding, dilation, pad_mode)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.pad_mode = dilation, pad_mode
+
+    def forward(self, input: Tensor, weight: Tensor) -> Tensor:
+        """(N, C, H, W), (N, Cw, K, Ho*Wo) -> (N, C, Ho, Wo)."""
+        return aggregation(input, weight, self.kernel_size, self.stride, self.padding,
+                           self.dilation, self.pad_mode)
+
+    def extra_repr(self) -> str:
+        return (f'kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, '
+                f'dilation={self.dilation}, pad_mode={self.pad_mode!r}')
+
+
+def _register() -> None:
+    """Fake (meta) implementations and the autograd formula of the compiled ops."""
+
+    @torch.library.register_fake('lsa::aggregation_forward')
+    def _fake_forward(input, weight, kernel_size, stride, padding, dilation, pad_mode):
+        Ho = out_size(input.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
+        Wo = out_size(input.shape[3], kernel_size[1], stride[1], padding[1], dilation[1])
+        return input.new_empty((input.shape[0], input.shape[1], Ho, Wo))
+
+    @torch.library.register_fake('lsa::aggregation_backward_input')
+    def _fake_backward_input(grad_output, input, weight, *args):
+        return torch.empty_like(input, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake('lsa::aggregation_backward_weight')
+    def _fake_backward_weight(grad_output, input, weight, *args):
+        return torch.empty_like(weight, memory_format=torch.contiguous_format)
+
+    def _setup_context(ctx, inputs, output):
+        input, weight, *args = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.args = args
+
+    def _backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        grad_input = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_input = torch.ops.lsa.aggregation_backward_input(
+                grad_output, input, weight, *ctx.args)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.ops.lsa.aggregation_backward_weight(
+                grad_output, input, weight, *ctx.args)
+        return grad_input, grad_weight, None, None, None, None, None
+
+    torch.library.register_autograd('lsa::aggregation_forward', _backward,
+                                    setup_context=_setup_context)
+
+
+if HAS_EXT and hasattr(torch.ops.lsa, 'aggregation_forward'):
+    _register()

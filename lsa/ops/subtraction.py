@@ -1,0 +1,141 @@
+"""SAN subtraction / subtraction2: centre minus each neighbour of a local window.
+
+Layering: :func:`subtraction` and :func:`subtraction2` validate, then call
+``torch.ops.lsa.subtraction2_forward`` (C++ CPU / CUDA kernels in ``csrc/subtraction/``;
+``subtraction(x)`` is ``subtraction2(x, x)``, autograd adds the two gradients). Its
+autograd formula calls ``subtraction2_backward``; a fake implementation lets
+``torch.compile`` trace it. References: :mod:`lsa.ops.reference.san`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lsa.types import IntOr2Tuple
+
+from ._checks import check_device_dtype, check_same, check_tensor
+from ._ext import HAS_EXT
+from ._san_args import check_geometry, out_size, san_geometry, use_kernels
+from .reference.san import subtraction2_ref
+
+__all__ = ['subtraction', 'subtraction2', 'Subtraction', 'Subtraction2']
+
+
+def subtraction2(input1: Tensor, input2: Tensor, kernel_size: IntOr2Tuple,
+                 stride: IntOr2Tuple = 1, padding: IntOr2Tuple = 0, dilation: IntOr2Tuple = 1,
+                 pad_mode: str = 'zeros') -> Tensor:
+    """Pairwise relation of SAN (Eq. 3, ``delta = phi(x_i) - psi(x_j)``).
+
+    ``y[n, c, kk, h*Wo + w] = x1~[n, c, hc, wc] - x2~[n, c, hi, wi]`` with the
+    neighbour ``hi = -p + h*s + th*d`` (``kk = th*kw + tw``) and the centre the middle
+    tap ``hc = -p + h*s + ((kh-1)//2)*d`` (the input pixel ``(h*s, w*s)`` with SAN's
+    padding ``p = d(k-1)/2``); ``x~`` is zero padded or reflected once.
+
+    Args:
+        input1: Centre features, (N, C, H, W).
+        input2: Neighbour features, (N, C, H, W).
+        kernel_size, stride, padding, dilation: Window geometry (int or (h, w) pair).
+        pad_mode: ``'zeros'`` or ``'reflect'`` (needs padding < input size).
+
+    Returns:
+        (N, C, kh*kw, Ho*Wo).
+
+    Dtypes: float32/float64/float16/bfloat16; devices: CPU and CUDA.
+    Reference: :func:`lsa.ops.reference.subtraction2_ref`.
+    """
+    op = 'subtraction2'
+    check_tensor(op, 'input1', input1, 4)
+    check_tensor(op, 'input2', input2, 4)
+    check_same(op, input1=input1, input2=input2)
+    check_device_dtype(op, input1)
+    if input1.shape != input2.shape:
+        raise ValueError(f'{op}: input1 and input2 must have one shape, got '
+                         f'{tuple(input1.shape)} and {tuple(input2.shape)}')
+    return _subtraction2(op, input1, input2, kernel_size, stride, padding, dilation, pad_mode)
+
+
+def subtraction(input: Tensor, kernel_size: IntOr2Tuple, stride: IntOr2Tuple = 1,
+                padding: IntOr2Tuple = 0, dilation: IntOr2Tuple = 1,
+                pad_mode: str = 'zeros') -> Tensor:
+    """``subtraction2(input, input, ...)``: (N, C, H, W) -> (N, C, kh*kw, Ho*Wo).
+
+    Used by SAN for relative positions. Reference: :func:`lsa.ops.reference.subtraction_ref`.
+    """
+    op = 'subtraction'
+    check_tensor(op, 'input', input, 4)
+    check_device_dtype(op, input)
+    return _subtraction2(op, input, input, kernel_size, stride, padding, dilation, pad_mode)
+
+
+def _subtraction2(op, input1, input2, kernel_size, stride, padding, dilation, pad_mode):
+    geom = san_geometry(op, kernel_size, stride, padding, dilation, pad_mode)
+    check_geometry(op, tuple(input1.shape[2:]), geom)
+    if not use_kernels('subtraction2', input1):
+        return subtraction2_ref(input1, input2, kernel_size, stride, padding, dilation, pad_mode)
+    return torch.ops.lsa.subtraction2_forward(input1, input2, *geom.as_op_args())
+
+
+class _SubtractionBase(nn.Module):
+    def __init__(self, kernel_size: IntOr2Tuple, stride: IntOr2Tuple = 1,
+                 padding: IntOr2Tuple = 0, dilation: IntOr2Tuple = 1,
+                 pad_mode: str = 'zeros') -> None:
+        super().__init__()
+        san_geometry(type(self).__name__, kernel_size, stride, padding, dilation, pad_mode)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.pad_mode = dilation, pad_mode
+
+    def _geom(self) -> tuple:
+        return self.kernel_size, self.stride, self.padding, self.dilation, self.pad_mode
+
+    def extra_repr(self) -> str:
+        return (f'kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, '
+                f'dilation={self.dilation}, pad_mode={self.pad_mode!r}')
+
+
+class Subtraction(_SubtractionBase):
+    """Module form of :func:`subtraction`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, K, Ho*Wo)."""
+        return subtraction(input, *self._geom())
+
+
+class Subtraction2(_SubtractionBase):
+    """Module form of :func:`subtraction2`."""
+
+    def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
+        """(N, C, H, W) x 2 -> (N, C, K, Ho*Wo)."""
+        return subtraction2(input1, input2, *self._geom())
+
+
+def _register() -> None:
+    """Fake (meta) implementations and the autograd formula of the compiled ops."""
+
+    @torch.library.register_fake('lsa::subtraction2_forward')
+    def _fake_forward(input1, input2, kernel_size, stride, padding, dilation, pad_mode):
+        Ho = out_size(input1.shape[2], kernel_size[0], stride[0], padding[0], dilation[0])
+        Wo = out_size(input1.shape[3], kernel_size[1], stride[1], padding[1], dilation[1])
+        K = kernel_size[0] * kernel_size[1]
+        return input1.new_empty((input1.shape[0], input1.shape[1], K, Ho * Wo))
+
+    @torch.library.register_fake('lsa::subtraction2_backward')
+    def _fake_backward(grad_output, input, *args):
+        grad = torch.empty_like(input, memory_format=torch.contiguous_format)
+        return grad, torch.empty_like(grad)
+
+    def _setup_context(ctx, inputs, output):
+        input1, _, *args = inputs
+        ctx.save_for_backward(input1)
+        ctx.args = args
+
+    def _backward(ctx, grad_output):
+        (input1,) = ctx.saved_tensors
+        grad1, grad2 = torch.ops.lsa.subtraction2_backward(grad_output, input1, *ctx.args)
+        return grad1, grad2, None, None, None, None, None
+
+    torch.library.register_autograd('lsa::subtraction2_forward', _backward,
+                                    setup_context=_setup_context)
+
+
+if HAS_EXT and hasattr(torch.ops.lsa, 'subtraction2_forward'):
+    _register()
