@@ -12,5 +12,7 @@ from . import (  # noqa: F401
                swin,
 )
 from .base import BaseLSABackbone
+from .san import SAN
 
 __all__ = ['BaseLSABackbone']
+__all__ += ['SAN']

@@ -1,1 +1,177 @@
-"""SAN backbone. Placeholder."""
+"""SAN backbones (Zhao et al., "Exploring Self-attention for Image Recognition", CVPR 2020)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch.nn as nn
+from torch import Tensor
+
+from lsa.models.layers.common import checkpoint_seq
+from lsa.models.layers.san_attention import SA_TYPES
+from lsa.registry import MODELS
+from lsa.types import OutIndices
+
+from .base import BaseLSABackbone
+
+
+def split_arch_name(arch: str) -> tuple[str, str | None]:
+    """``'san10-patchwise'`` -> ``('san10', 'patchwise')``; ``'san19'`` -> ``('san19', None)``."""
+    name, sa_type = arch.lower().replace('_', '-'), None
+    for t in SA_TYPES:
+        if name.endswith('-' + t):
+            name, sa_type = name[:-len(t) - 1], t
+    if name not in SAN.arch_zoo:
+        raise ValueError(f'SAN: unknown arch {arch!r}; expected one of {sorted(SAN.arch_zoo)} '
+                         f'(optionally with -pairwise/-patchwise) or a dict with keys '
+                         f'{SAN.essential_keys}')
+    return name, sa_type
+
+
+class SANStage(nn.Module):
+    """One SAN stage: 2x2 max-pool, 1x1 transition, blocks, BN + ReLU.
+
+    Shapes: (N, in_channels, H, W) -> (N, channels, H // 2, W // 2).
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_blocks: int, kernel_size: int,
+                 attn_cfg: dict) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.transition = nn.Conv2d(in_channels, channels, 1, bias=False)
+        self.blocks = nn.Sequential(*[
+            MODELS.build(dict(type='lsa.SANBottleneck', channels=channels,
+                              kernel_size=kernel_size, attn_cfg=attn_cfg))
+            for _ in range(num_blocks)])
+        self.norm = nn.BatchNorm2d(channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor, with_cp: bool = False) -> Tensor:
+        x = self.transition(self.pool(x))
+        for block in self.blocks:
+            x = checkpoint_seq(block, x, enabled=with_cp)
+        return self.act(self.norm(x))
+
+
+@MODELS.register_module()
+class SAN(BaseLSABackbone):
+    """SAN: a ResNet-style network whose spatial convolutions are SAN self-attention.
+
+    Paper: Zhao, Jia, Koltun, "Exploring Self-attention for Image Recognition", CVPR 2020
+    (official code: https://github.com/hszhao/SAN).
+
+    Structure (every conv is 1x1): stem conv 3 -> widths[0] + BN + ReLU at full
+    resolution, then five stages, each ``maxpool 2x2 -> 1x1 transition -> blocks ->
+    BN -> ReLU``; stage i has stride ``2 ** (i + 1)`` (2, 4, 8, 16, 32) and
+    ``widths[i]`` channels. Blocks are :class:`~lsa.models.layers.SANBottleneck` with
+    :class:`~lsa.models.layers.SANAttention` (footprint ``kernels[i]``, reflect
+    padding). For detection/segmentation use ``out_indices=(1, 2, 3, 4)`` (strides
+    4, 8, 16, 32); for classification ``out_indices=(4,)`` + global pooling + linear.
+
+    Args:
+        arch: ``'san10'``, ``'san15'``, ``'san19'`` (optionally suffixed ``-pairwise`` /
+            ``-patchwise``), or a dict with the essential keys ``widths``, ``layers``,
+            ``kernels`` (one entry per stage).
+        sa_type: ``'pairwise'`` or ``'patchwise'``; shorthand for
+            ``attn_cfg=dict(type='lsa.SANAttention', sa_type=...)``. Default: the
+            suffix of ``arch`` if any, else ``'pairwise'``.
+        attn_cfg: The attention config used by every block (the block fills in
+            ``in_channels``, ``out_channels`` and ``kernel_size``). Swap the attention
+            by giving another registered type here.
+        out_indices: Stages to return. Default ``(4,)``, the last stage.
+        frozen_stages: Freeze the stem and stages ``0..frozen_stages`` (-1: none).
+        norm_eval: Keep BatchNorm layers in eval mode while training.
+        with_cp: Gradient checkpointing per block (same outputs, less memory).
+        init_cfg: mmengine init config (e.g. ``dict(type='Pretrained', ...)``).
+
+    Example:
+        >>> model = SAN(arch='san10', sa_type='patchwise', out_indices=(1, 2, 3, 4))
+        >>> [o.shape[1:] for o in model(torch.rand(1, 3, 224, 224))]
+        [(256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
+    """
+
+    arch_zoo = {
+        'san10': {'widths': (64, 256, 512, 1024, 2048), 'layers': (2, 1, 2, 4, 1),
+                  'kernels': (3, 7, 7, 7, 7)},
+        'san15': {'widths': (64, 256, 512, 1024, 2048), 'layers': (3, 2, 3, 5, 2),
+                  'kernels': (3, 7, 7, 7, 7)},
+        'san19': {'widths': (64, 256, 512, 1024, 2048), 'layers': (3, 3, 4, 6, 3),
+                  'kernels': (3, 7, 7, 7, 7)},
+    }
+    essential_keys = ('widths', 'layers', 'kernels')
+
+    def __init__(self, arch: str | dict = 'san10', sa_type: str | None = None,
+                 attn_cfg: dict | None = None, out_indices: OutIndices = (4,),
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 init_cfg: dict | list | None = None) -> None:
+        super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
+                         init_cfg=init_cfg)
+        arch, arch_sa_type = self._parse_arch(arch)
+        sa_type = sa_type or arch_sa_type or 'pairwise'
+        if sa_type not in SA_TYPES:
+            raise ValueError(f'SAN: sa_type must be one of {SA_TYPES}, got {sa_type!r}')
+        attn_cfg = dict(type='lsa.SANAttention') if attn_cfg is None else dict(attn_cfg)
+        if attn_cfg.get('type') in ('SANAttention', 'lsa.SANAttention'):
+            attn_cfg.setdefault('sa_type', sa_type)
+        self.sa_type, self.attn_cfg = sa_type, attn_cfg
+        self.widths = tuple(arch['widths'])
+        self.layers = tuple(arch['layers'])
+        self.kernels = tuple(arch['kernels'])
+        self.num_stages = len(self.widths)
+
+        self.stem = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(3, self.widths[0], 1, bias=False), norm=nn.BatchNorm2d(self.widths[0]),
+            act=nn.ReLU(inplace=True)))
+        in_channels = self.widths[0]
+        self.stages = nn.ModuleList()
+        for width, depth, kernel in zip(self.widths, self.layers, self.kernels):
+            self.stages.append(SANStage(in_channels, width, depth, kernel, self.attn_cfg))
+            in_channels = width
+        self._init_outputs(out_indices, self.widths,
+                           [2 ** (i + 1) for i in range(self.num_stages)])
+        self._freeze_stages()
+
+    def _parse_arch(self, arch: str | dict) -> tuple[dict, str | None]:
+        if isinstance(arch, str):
+            name, sa_type = split_arch_name(arch)
+            return self.arch_zoo[name], sa_type
+        if not isinstance(arch, dict):
+            raise TypeError(f'SAN: arch must be a str or a dict, got {type(arch).__name__}')
+        missing = [k for k in self.essential_keys if k not in arch]
+        if missing:
+            raise ValueError(f'SAN: a custom arch dict needs the keys {self.essential_keys}, '
+                             f'missing {missing} in {arch}')
+        lens = {k: len(arch[k]) for k in self.essential_keys}
+        if len(set(lens.values())) != 1:
+            raise ValueError(f'SAN: arch entries must have one value per stage, got lengths {lens}')
+        return arch, None
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input height/width the reflect padding of the stages that run can serve.
+
+        Stage i sees ``H // 2**(i+1)`` rows and pads ``kernels[i] // 2`` by reflection,
+        which needs at least ``kernels[i] // 2 + 1`` rows (128 px for the published
+        models).
+        """
+        last = max(self.out_indices)
+        return max(2 ** (i + 1) * (k // 2 + 1) for i, k in enumerate(self.kernels[:last + 1]))
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.stem]
+
+    def stage_modules(self, i: int) -> list[nn.Module]:
+        return [self.stages[i]]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        """(N, 3, H, W) -> one (N, widths[i], H // 2**(i+1), W // 2**(i+1)) map per out index."""
+        H, W = x.shape[-2:]
+        if min(H, W) < self.min_input_size:
+            raise ValueError(
+                f'SAN: input {H}x{W} is too small: the reflect padding of the stages '
+                f'(kernels {self.kernels}) needs height and width >= {self.min_input_size}')
+        x = self.stem(x)
+        feats = {}
+        for i in range(max(self.out_indices) + 1):  # later stages are not needed
+            x = self.stages[i](x, with_cp=self.with_cp)
+            feats[i] = x
+        return tuple(feats[i] for i in self.out_indices)

@@ -12,5 +12,7 @@ from . import (  # noqa: F401
     window_attention,
 )
 from .common import DropPath, Mlp, to_2tuple
+from .san_attention import SANAttention, SANBottleneck
 
 __all__ = ['DropPath', 'Mlp', 'to_2tuple']
+__all__ += ['SANAttention', 'SANBottleneck']

@@ -1,0 +1,24 @@
+# SAN10 pairwise on ImageNet-1k: the published recipe of hszhao/SAN (8 GPUs x 32 images,
+# SGD lr 0.1 momentum 0.9 wd 1e-4 on all parameters, cosine over 100 epochs stepped per epoch,
+# no warm-up, label smoothing 0.1, RandomResizedCrop 224 + flip; eval resize 256 / crop 224).
+_base_ = [
+    'mmpretrain::_base_/datasets/imagenet_bs32.py',
+    'mmpretrain::_base_/schedules/imagenet_bs256_coslr.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
+default_scope = 'mmpretrain'
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='lsa.SAN', arch='san10', sa_type='pairwise', out_indices=(4, )),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=1000,
+        in_channels=2048,
+        # the official smooth_loss gives 0.9 to the target and 0.1 / 999 to each other class;
+        # mmpretrain's 'original' mode (1 - e) * onehot + e / K equals it for e = 0.1 * K / (K - 1)
+        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1 * 1000 / 999, mode='original'),
+        topk=(1, 5),
+    ))
