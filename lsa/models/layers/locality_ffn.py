@@ -1,1 +1,264 @@
-"""LocalViT locality feed-forward. Placeholder: filled in by the LocalViT work."""
+"""LocalViT's locality feed-forward (LFF) and the helpers hosts use to wire a feed-forward.
+
+The LFF replaces a transformer's MLP by ``1x1 conv -> BN -> act -> 3x3 depth-wise conv -> BN
+-> act -> [SE | ECA] -> 1x1 conv -> BN`` applied to the token grid. It swaps with
+:class:`lsa.models.layers.common.Mlp` in any host through :func:`build_ffn` and
+:func:`ffn_residual`, which also reproduce how the official code wires the two kinds
+differently (pre-norm, stochastic depth, class token).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from lsa.registry import MODELS
+
+from .common import nchw_to_nlc, nlc_to_nchw
+
+# Integer activation codes of the official ``LocalVisionTransformer(act=...)``.
+ACT_CODES = {1: 'relu6', 2: 'hs', 3: 'hs+se', 4: 'hs+eca'}
+
+
+class HSigmoid(nn.Module):
+    """``relu6(x + 3) / 6`` (MobileNetV3's hard sigmoid; the SE gate of LocalViT)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu6(x + 3.0) / 6.0
+
+
+class HSwish(nn.Module):
+    """``x * relu6(x + 3) / 6``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * (F.relu6(x + 3.0) / 6.0)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gate ``x * hsigmoid(fc2(relu(fc1(avgpool(x)))))`` on (B, C, H, W).
+
+    Args:
+        channels: C.
+        hidden: width of the bottleneck (the official ``C // reduction``).
+    """
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f'SqueezeExcite: hidden width must be >= 1, got {hidden} '
+                             f'(channels={channels})')
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.gate = HSigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x.mean(dim=(2, 3))
+        y = self.gate(self.fc2(F.relu(self.fc1(y))))
+        return x * y[:, :, None, None]
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """ECA-Net's adaptive 1-D kernel size: the odd number nearest ``(log2 C + b) / gamma``."""
+    t = int(abs((math.log(channels, 2) + b) / gamma))
+    return t if t % 2 else t + 1
+
+
+class EfficientChannelAttention(nn.Module):
+    """ECA gate: a 1-D conv across the pooled channel vector, sigmoid or hard-sigmoid gate.
+
+    Args:
+        channels: C (sets the kernel size, see :func:`eca_kernel_size`).
+        hard: use :class:`HSigmoid` instead of ``sigmoid`` (the official ``'ecah'``).
+    """
+
+    def __init__(self, channels: int, hard: bool = False) -> None:
+        super().__init__()
+        k = eca_kernel_size(channels)
+        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
+        self.gate = HSigmoid() if hard else nn.Sigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x.mean(dim=(2, 3))[:, None, :])  # (B, 1, C)
+        return x * self.gate(y)[:, 0, :, None, None]
+
+
+def parse_act(act: str | int) -> tuple[str, str | None]:
+    """Official act string -> ``(activation, channel_attention)``.
+
+    ``'hs'`` anywhere selects h-swish; **any other string means ReLU6** (the official
+    quirk: ``'relu'`` is ReLU6 too). The part after ``'+'`` selects the channel
+    attention: ``'se'``, ``'eca'`` (sigmoid gate) or any other string containing
+    ``'eca'`` (hard-sigmoid gate, returned as ``'ecah'``). Integer codes 1-4 follow the
+    official ``LocalVisionTransformer`` (anything else there is ``'hs+ecah'``).
+    """
+    if isinstance(act, bool) or not isinstance(act, str | int):
+        raise TypeError(f'LocalityFeedForward: act must be a str or an int code, got {act!r}')
+    if isinstance(act, int):
+        act = ACT_CODES.get(act, 'hs+ecah')
+    nonlin = 'hswish' if 'hs' in act else 'relu6'
+    if '+' not in act:
+        return nonlin, None
+    attn = act.split('+')[1]
+    if attn == 'se':
+        return nonlin, 'se'
+    if 'eca' in attn:
+        return nonlin, 'eca' if attn == 'eca' else 'ecah'
+    raise ValueError(f'LocalityFeedForward: unknown channel attention {attn!r} in act={act!r}; '
+                     "expected 'se' or a string containing 'eca'")
+
+
+def _act_module(name: str) -> nn.Module:
+    return HSwish() if name == 'hswish' else nn.ReLU6()
+
+
+@MODELS.register_module()
+class LocalityFeedForward(nn.Module):
+    """LocalViT's locality feed-forward branch (no residual: the host adds it).
+
+    ``fc1`` (1x1 conv) -> ``bn1`` -> act -> ``dwconv`` (3x3 depth-wise) -> ``bn2`` -> act
+    -> ``attn`` (SE / ECA / none) -> ``fc2`` (1x1 conv) -> ``bn3``. Convs have no bias.
+
+    Token I/O: ``forward(x (B, N, C), hw_shape=(H, W)) -> (B, N, out)`` with N == H*W
+    (raster order); an NCHW input (B, C, H, W) is also accepted and returns NCHW. The
+    official block computes ``x + conv(x)``; here the branch is returned and
+    :func:`ffn_residual` adds ``x``, so the class swaps with :class:`lsa.Mlp`.
+
+    Args:
+        in_features: C.
+        hidden_features: hidden width; default ``int(C * 4)``.
+        out_features: output width; default C (must be C for the residual).
+        act: official act string or int code, see :func:`parse_act` (``'hs+se'``,
+            ``'hs'``, ``'relu6'``, ``'hs+eca'``, ``'hs+ecah'``, 1..5).
+        reduction: SE bottleneck width is ``hidden // reduction`` (official rule).
+        se_channels: SE bottleneck width given directly (overrides ``reduction``).
+        with_dwconv: False drops the depth-wise conv triplet (official ``wo_dp_conv``).
+        dw_first: depth-wise triplet before ``fc1`` (official ``dp_first``; needs
+            hidden == in_features).
+        kernel_size: depth-wise kernel size (odd; 3 in every published model).
+    """
+
+    #: Tells hosts (see :func:`ffn_residual`) that this FFN runs on the spatial grid only,
+    #: normalises itself (no pre-LN) and gets no stochastic depth, as in the official code.
+    grid_ffn = True
+
+    def __init__(self, in_features: int, hidden_features: int | None = None,
+                 out_features: int | None = None, act: str | int = 'hs+se', reduction: int = 4,
+                 se_channels: int | None = None, with_dwconv: bool = True,
+                 dw_first: bool = False, kernel_size: int = 3) -> None:
+        super().__init__()
+        hidden = int(hidden_features or in_features * 4)
+        out = int(out_features or in_features)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f'LocalityFeedForward: kernel_size must be odd and positive, '
+                             f'got {kernel_size}')
+        if dw_first and hidden != in_features:
+            raise ValueError(f'LocalityFeedForward: dw_first needs hidden_features == '
+                             f'in_features, got {hidden} vs {in_features}')
+        if dw_first and not with_dwconv:
+            raise ValueError('LocalityFeedForward: dw_first=True needs with_dwconv=True')
+        nonlin, attn = parse_act(act)
+        self.in_features, self.hidden_features, self.out_features = in_features, hidden, out
+        self.act_name, self.attn_name, self.dw_first = nonlin, attn, dw_first
+        self.fc1 = nn.Conv2d(in_features, hidden, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.act1 = _act_module(nonlin)
+        if with_dwconv:
+            self.dwconv = nn.Conv2d(hidden, hidden, kernel_size, padding=kernel_size // 2,
+                                    groups=hidden, bias=False)
+            self.bn2 = nn.BatchNorm2d(hidden)
+            self.act2 = _act_module(nonlin)
+        else:
+            self.dwconv = None
+        if attn == 'se':
+            if se_channels is None:
+                if reduction < 1:
+                    raise ValueError(f'LocalityFeedForward: reduction must be >= 1, '
+                                     f'got {reduction}')
+                se_channels = hidden // reduction
+            self.attn = SqueezeExcite(hidden, se_channels)
+        elif attn in ('eca', 'ecah'):
+            self.attn = EfficientChannelAttention(hidden, hard=attn == 'ecah')
+        else:
+            self.attn = nn.Identity()
+        self.fc2 = nn.Conv2d(hidden, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+
+    def _dw(self, x: Tensor) -> Tensor:
+        return self.act2(self.bn2(self.dwconv(x)))
+
+    def forward_nchw(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, out, H, W), the branch only."""
+        if self.dw_first:
+            x = self._dw(x)
+        x = self.act1(self.bn1(self.fc1(x)))
+        if self.dwconv is not None and not self.dw_first:
+            x = self._dw(x)
+        return self.bn3(self.fc2(self.attn(x)))
+
+    def forward(self, x: Tensor, hw_shape: tuple[int, int] | None = None) -> Tensor:
+        """(B, N, C) with ``hw_shape`` -> (B, N, out); (B, C, H, W) -> (B, out, H, W)."""
+        if x.dim() == 4:
+            return self.forward_nchw(x)
+        if hw_shape is None:
+            raise ValueError('LocalityFeedForward: token input (B, N, C) needs hw_shape=(H, W)')
+        return nchw_to_nlc(self.forward_nchw(nlc_to_nchw(x, hw_shape)))
+
+    def extra_repr(self) -> str:
+        return f'act={self.act_name}, attn={self.attn_name}'
+
+
+def is_grid_ffn(ffn: nn.Module) -> bool:
+    """True for feed-forwards that declare ``grid_ffn`` (LocalViT wiring)."""
+    return bool(getattr(ffn, 'grid_ffn', False))
+
+
+def build_ffn(cfg: dict, in_features: int, hidden_features: int,
+              se_channels: int | None = None, drop: float = 0.0) -> nn.Module:
+    """Build a host's feed-forward from ``cfg`` (``type`` = ``'lsa.LocalityFeedForward'``,
+    ``'lsa.Mlp'`` or any registered FFN with the same ``(x, hw_shape)`` forward).
+
+    ``in_features``/``hidden_features`` come from the host. For a grid FFN the host's
+    published SE width ``se_channels`` is used unless ``cfg`` sets ``reduction`` or
+    ``se_channels`` itself; other FFNs get ``drop`` unless ``cfg`` sets it.
+    """
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise TypeError(f'ffn_cfg must be a dict with a "type" key, got {cfg!r}')
+    cfg = dict(cfg)
+    cls = MODELS.get(cfg['type'])
+    if cls is None:
+        raise ValueError(f'ffn_cfg: unknown type {cfg["type"]!r} in the lsa registry')
+    cfg.setdefault('in_features', in_features)
+    cfg.setdefault('hidden_features', hidden_features)
+    if getattr(cls, 'grid_ffn', False):
+        if se_channels is not None and 'reduction' not in cfg:
+            cfg.setdefault('se_channels', se_channels)
+    else:
+        cfg.setdefault('drop', drop)
+    return MODELS.build(cfg)
+
+
+def ffn_residual(ffn: nn.Module, x: Tensor, hw_shape: tuple[int, int], num_prefix: int = 0,
+                 norm: nn.Module | None = None, drop_path: nn.Module | None = None) -> Tensor:
+    """``x`` plus the feed-forward branch, wired as the official code wires ``ffn``.
+
+    Grid FFN (LFF): the ``num_prefix`` leading tokens (class token) bypass it; the
+    ``H*W`` grid tokens get ``t + ffn(t, hw_shape)``; no ``norm``, no ``drop_path``.
+    Any other FFN (the plain MLP baseline): ``x + drop_path(ffn(norm(x)))`` on all tokens.
+
+    Args:
+        x: (B, num_prefix + H*W, C).
+    """
+    if is_grid_ffn(ffn):
+        prefix, t = x[:, :num_prefix], x[:, num_prefix:]
+        t = t + ffn(t, hw_shape)
+        return torch.cat([prefix, t], dim=1) if num_prefix else t
+    y = ffn(norm(x) if norm is not None else x, hw_shape)
+    return x + (drop_path(y) if drop_path is not None else y)
+
+
+def ffn_norm(ffn: nn.Module, dim: int, eps: float) -> nn.Module | None:
+    """The pre-FFN LayerNorm a host needs for ``ffn`` (None for grid FFNs)."""
+    return None if is_grid_ffn(ffn) else nn.LayerNorm(dim, eps=eps)
