@@ -12,7 +12,11 @@ from . import (  # noqa: F401
                swin,
 )
 from .base import BaseLSABackbone
+from .localvit import LocalViT
+from .localvit_pvt import LocalViTPVT
+from .localvit_tnt import LocalViTTNT
 from .san import SAN
 
 __all__ = ['BaseLSABackbone']
 __all__ += ['SAN']
+__all__ += ['LocalViT', 'LocalViTPVT', 'LocalViTTNT']

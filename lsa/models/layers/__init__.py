@@ -12,7 +12,9 @@ from . import (  # noqa: F401
     window_attention,
 )
 from .common import DropPath, Mlp, to_2tuple
+from .locality_ffn import LocalityFeedForward
 from .san_attention import SANAttention, SANBottleneck
 
 __all__ = ['DropPath', 'Mlp', 'to_2tuple']
 __all__ += ['SANAttention', 'SANBottleneck']
+__all__ += ['LocalityFeedForward']
