@@ -72,6 +72,37 @@ def _has_op() -> bool:
     return HAS_EXT and hasattr(torch.ops.lsa, 'elsa_forward')
 
 
+def _fake_forward(features, attn, ghost_mul, ghost_add, kernel_size, stride, dilation):
+    nb, cg, h, w = features.shape
+    return features.new_empty((nb, cg, h // stride, w // stride))
+
+
+def _fake_backward(grad_out, features, attn, ghost_mul, ghost_add, kernel_size, stride,
+                   dilation, output_mask):
+    like = (features, attn, ghost_mul, ghost_add)
+    return tuple(t.new_empty(t.shape) if need else t.new_empty((0,))
+                 for t, need in zip(like, output_mask))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    features, attn, ghost_mul, ghost_add, k, s, d = inputs
+    ctx.save_for_backward(features, attn, ghost_mul, ghost_add)
+    ctx.geometry = (k, s, d)
+
+
+def _backward(ctx, grad_out):
+    mask = list(ctx.needs_input_grad[:4])
+    grads = torch.ops.lsa.elsa_backward(grad_out, *ctx.saved_tensors, *ctx.geometry, mask)
+    return (*(g if need else None for g, need in zip(grads, mask)), None, None, None)
+
+
+if _has_op():
+    torch.library.register_fake('lsa::elsa_forward')(_fake_forward)
+    torch.library.register_fake('lsa::elsa_backward')(_fake_backward)
+    torch.library.register_autograd('lsa::elsa_forward', _backward,
+                                    setup_context=_setup_context)
+
+
 def elsa(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,
          kernel_size: int, stride: int = 1, dilation: int = 1) -> Tensor:
     """ELSA local attention: per-pixel attention modulated by a per-channel ghost head.
@@ -122,7 +153,7 @@ def elsa(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,
     nb, cg = features.shape[:2]
     mul = ghost_mul.expand(nb, cg, k, k)
     add = ghost_add.expand(nb, cg, k, k)
-    if not _has_op():  # extension built before the ELSA kernels existed
-        from .reference.elsa import elsa_ref
-        return elsa_ref(features, attn, mul, add, k, s, d)
+    if not _has_op():
+        raise RuntimeError(f'{_OP}: lsa._C was built without the ELSA kernels (csrc/elsa); '
+                           'rebuild it with `pip install -e . --no-build-isolation`')
     return torch.ops.lsa.elsa_forward(features, attn, mul, add, k, s, d)
