@@ -14,7 +14,7 @@ def test_extension_loaded():
 def test_missing_extension_error_says_how_to_build(monkeypatch):
     monkeypatch.setattr(_ext, 'HAS_EXT', False)
     monkeypatch.setattr(_ext, 'EXT_ERROR', 'No module named lsa._C')
-    with pytest.raises(RuntimeError, match=r'lsa\.ops\.aggregation: lsa\._C .*pip install -e \. '
+    with pytest.raises(RuntimeError, match=r'(?s)lsa\.ops\.aggregation: lsa\._C .*pip install -e \. '
                                            r'--no-build-isolation'):
         _ext.require_ext('aggregation')
 
