@@ -12,11 +12,14 @@ from . import (  # noqa: F401
                swin,
 )
 from .base import BaseLSABackbone
+from .elsa_swin import ELSASwin
 from .localvit import LocalViT
 from .localvit_pvt import LocalViTPVT
 from .localvit_tnt import LocalViTTNT
 from .san import SAN
+from .swin import SwinHost
 
 __all__ = ['BaseLSABackbone']
 __all__ += ['SAN']
 __all__ += ['LocalViT', 'LocalViTPVT', 'LocalViTTNT']
+__all__ += ['ELSASwin', 'SwinHost']
