@@ -1,0 +1,20 @@
+// SAN subtraction2 (and subtraction = subtraction2(x, x)): checks shared by the
+// CPU and CUDA kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "lsa/san.h"
+
+namespace lsa {
+namespace subtraction {
+
+// Checks input1 and input2 (N, C, H, W) of one shape, or, for the backward,
+// grad_output (N, C, kh*kw, Ho*Wo) against input1; returns the geometry.
+SanGeometry check_inputs(const char* fn, const at::Tensor& input1, const at::Tensor& other,
+                         at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation, int64_t pad_mode,
+                         bool other_is_grad);
+
+}  // namespace subtraction
+}  // namespace lsa
