@@ -13,6 +13,7 @@ from . import (  # noqa: F401
 )
 from .base import BaseLSABackbone
 from .elsa_swin import ELSASwin
+from .lesa_resnet import LESAResNet
 from .localvit import LocalViT
 from .localvit_pvt import LocalViTPVT
 from .localvit_tnt import LocalViTTNT
@@ -20,6 +21,7 @@ from .san import SAN
 from .swin import SwinHost
 
 __all__ = ['BaseLSABackbone']
+__all__ += ['LESAResNet']
 __all__ += ['SAN']
 __all__ += ['LocalViT', 'LocalViTPVT', 'LocalViTTNT']
 __all__ += ['ELSASwin', 'SwinHost']

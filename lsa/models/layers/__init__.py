@@ -13,11 +13,13 @@ from . import (  # noqa: F401
 )
 from .common import DropPath, Mlp, to_2tuple
 from .elsa_attention import ELSAAttention
+from .lesa_attention import LESAAttention
 from .locality_ffn import LocalityFeedForward
 from .san_attention import SANAttention, SANBottleneck
 from .window_attention import ShiftWindowAttention
 
 __all__ = ['DropPath', 'Mlp', 'to_2tuple']
+__all__ += ['LESAAttention']
 __all__ += ['SANAttention', 'SANBottleneck']
 __all__ += ['LocalityFeedForward']
 __all__ += ['ELSAAttention', 'ShiftWindowAttention']
