@@ -1,0 +1,288 @@
+"""LocalViT: the locality feed-forward block and its DeiT / PVT / TNT hosts."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lsa.models  # noqa: F401
+from lsa.models.backbones.localvit import resize_pos_embed
+from lsa.models.layers.locality_ffn import LocalityFeedForward, ffn_residual
+from lsa.registry import MODELS
+
+
+def nparams(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def randomize_bn(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_(1, 0.3)
+                m.bias.normal_(0, 0.3)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent re-statement of the LFF (spec B1/B2), from the parameters alone.
+
+def _bn(x, bn):
+    return (x - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + 1e-5) \
+        * bn.weight[:, None, None] + bn.bias[:, None, None]
+
+
+def lff_reference(x, m, act):
+    """x (B, C, H, W) -> branch output, written from the spec (eval-mode BN)."""
+    if 'hs' in act:
+        nl = lambda t: t * torch.clamp(t + 3, 0, 6) / 6  # noqa: E731
+    else:  # the quirk: any other string is ReLU6
+        nl = lambda t: torch.clamp(t, 0, 6)  # noqa: E731
+    y = nl(_bn(torch.einsum('oc,bchw->bohw', m.fc1.weight[:, :, 0, 0], x), m.bn1))
+    y = nl(_bn(F.conv2d(y, m.dwconv.weight, padding=1, groups=y.shape[1]), m.bn2))
+    attn = act.split('+')[1] if '+' in act else None
+    pooled = y.mean(dim=(2, 3))
+    if attn == 'se':
+        h = torch.clamp(pooled @ m.attn.fc1.weight.T + m.attn.fc1.bias, min=0)
+        g = torch.clamp(h @ m.attn.fc2.weight.T + m.attn.fc2.bias + 3, 0, 6) / 6
+        y = y * g[:, :, None, None]
+    elif attn is not None:
+        k = m.attn.conv.weight.shape[-1]
+        w = m.attn.conv.weight[0, 0]
+        padded = F.pad(pooled, (k // 2, k // 2))
+        z = torch.stack([(padded[:, c:c + k] * w).sum(1) for c in range(pooled.shape[1])], 1)
+        g = torch.sigmoid(z) if attn == 'eca' else torch.clamp(z + 3, 0, 6) / 6
+        y = y * g[:, :, None, None]
+    return _bn(torch.einsum('oc,bchw->bohw', m.fc2.weight[:, :, 0, 0], y), m.bn3)
+
+
+@pytest.mark.parametrize('act', ['hs+se', 'hs', 'relu6', 'relu', 'hs+eca', 'hs+ecah'])
+def test_lff_matches_functional_restatement(act):
+    m = randomize_bn(LocalityFeedForward(16, 64, act=act, reduction=4)).eval()
+    x = torch.randn(2, 16, 5, 7) * 4  # large values: ReLU vs ReLU6 would differ
+    with torch.no_grad():
+        ref = lff_reference(x, m, act)
+        out = m(x)
+        tok = m(x.flatten(2).transpose(1, 2), (5, 7))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tok, ref.flatten(2).transpose(1, 2), atol=1e-5, rtol=1e-5)
+
+
+def test_lff_relu_string_means_relu6_and_int_codes():
+    a = LocalityFeedForward(8, 16, act='relu')
+    assert isinstance(a.act1, torch.nn.ReLU6) and isinstance(a.act2, torch.nn.ReLU6)
+    b = LocalityFeedForward(8, 16, act='relu6')
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 8, 4, 4) * 10
+    torch.testing.assert_close(a.eval()(x), b.eval()(x))
+    # official integer codes: 1 relu6, 2 hs, 3 hs+se, 4 hs+eca, other hs+ecah
+    expect = {1: ('relu6', None), 2: ('hswish', None), 3: ('hswish', 'se'),
+              4: ('hswish', 'eca'), 5: ('hswish', 'ecah')}
+    for code, (nl, attn) in expect.items():
+        m = LocalityFeedForward(8, 16, act=code)
+        assert (m.act_name, m.attn_name) == (nl, attn)
+
+
+def test_lff_param_counts_and_widths():
+    # spec B2: one LFF with in=out=192, ratio 4, reduction 4
+    assert nparams(LocalityFeedForward(192, act='hs')) == 305_280
+    assert nparams(LocalityFeedForward(192, act='relu6')) == 305_280
+    assert nparams(LocalityFeedForward(192, act='hs+se', reduction=4)) == 601_152
+    assert nparams(LocalityFeedForward(192, act='hs+eca')) == 305_285
+    assert nparams(LocalityFeedForward(192, act='hs+ecah')) == 305_285
+    # SE hidden = hidden // reduction, or given directly
+    assert LocalityFeedForward(192, act='hs+se', reduction=192).attn.fc1.out_features == 4
+    assert LocalityFeedForward(96, 384, se_channels=16).attn.fc1.out_features == 16
+    # ECA kernel sizes (spec B1): 64 -> 3, 128..1536 -> 5, 2048/3072 -> 7
+    for c, k in [(64, 3), (128, 5), (1536, 5), (2048, 7), (3072, 7)]:
+        assert LocalityFeedForward(8, c, act='hs+eca').attn.conv.kernel_size == (k,)
+
+
+def test_lff_registry_equals_direct_and_backward():
+    cfg = dict(type='lsa.LocalityFeedForward', in_features=12, hidden_features=24, act='hs+se',
+               reduction=4)
+    torch.manual_seed(1)
+    a = MODELS.build(cfg)
+    torch.manual_seed(1)
+    b = LocalityFeedForward(12, 24, act='hs+se', reduction=4)
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k])
+    for hw in [(3, 3), (4, 6), (7, 5)]:
+        x = torch.randn(2, hw[0] * hw[1], 12, requires_grad=True)
+        ya, yb = a(x, hw), b(x, hw)
+        torch.testing.assert_close(ya, yb)
+        assert ya.shape == x.shape
+        ya.square().sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+        assert all(p.grad is not None for p in a.parameters())
+
+
+def test_lff_errors_name_the_block():
+    with pytest.raises(ValueError, match='LocalityFeedForward.*foo'):
+        LocalityFeedForward(8, act='hs+foo')
+    with pytest.raises(ValueError, match='LocalityFeedForward.*dw_first'):
+        LocalityFeedForward(8, 32, dw_first=True)
+    with pytest.raises(ValueError, match='hw_shape'):
+        LocalityFeedForward(8)(torch.randn(1, 4, 8))
+    with pytest.raises(ValueError, match='hw_shape'):
+        LocalityFeedForward(8)(torch.randn(1, 5, 8), (2, 2))
+
+
+def test_ffn_residual_class_token_bypass_and_mlp_wiring():
+    lff = randomize_bn(LocalityFeedForward(8, 16)).eval()
+    x = torch.randn(2, 1 + 12, 8)
+    y = ffn_residual(lff, x, (3, 4), num_prefix=1)
+    torch.testing.assert_close(y[:, :1], x[:, :1])  # class token untouched
+    torch.testing.assert_close(y[:, 1:], x[:, 1:] + lff(x[:, 1:], (3, 4)))
+    mlp = MODELS.build(dict(type='lsa.Mlp', in_features=8, hidden_features=16))
+    norm = torch.nn.LayerNorm(8)
+    torch.testing.assert_close(ffn_residual(mlp, x, (3, 4), 1, norm), x + mlp(norm(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hosts: whole-classifier parameter counts (backbone + Linear(C, 1000) head), 1000 classes.
+
+CLASSIFIERS = [
+    ('LocalViT', dict(arch='tiny'), 5_908_696),
+    ('LocalViT', dict(arch='tiny-se4'), 9_376_168),
+    ('LocalViT', dict(arch='small'), 22_433_176),
+    ('LocalViTPVT', dict(arch='tiny', out_type='cls_token', out_indices=3), 13_456_152),
+    ('LocalViTTNT', dict(arch='tiny'), 6_261_064),
+    ('LocalViT', dict(arch='deit-tiny', ffn_cfg=dict(type='lsa.Mlp')), 5_717_416),
+    ('LocalViTPVT', dict(arch='tiny', ffn_cfg=dict(type='lsa.Mlp'), out_type='cls_token',
+                         out_indices=3), 13_229_288),
+    ('LocalViTTNT', dict(arch='tiny', ffn_cfg=dict(type='lsa.Mlp')), 6_069_784),
+    ('LocalViTTNT', dict(arch='small'), 24_137_848),
+]
+
+
+@pytest.mark.parametrize('name,kwargs,expected', CLASSIFIERS)
+def test_whole_classifier_param_counts(name, kwargs, expected):
+    m = MODELS.build(dict(type=f'lsa.{name}', **kwargs))
+    c = m.out_channels[-1]
+    assert nparams(m) + c * 1000 + 1000 == expected
+
+
+def test_deit_host_outputs_and_non_square_sizes():
+    m = MODELS.build(dict(type='lsa.LocalViT', arch=dict(embed_dims=192, depth=2, num_heads=4,
+                                                         mlp_ratio=2, se_channels=4),
+                          img_size=64, out_type='featmap', out_indices=(0, -1))).eval()
+    assert m.out_channels == (192, 192) and m.out_strides == (16, 16)
+    for hw in [(64, 64), (48, 80), (50, 33)]:
+        outs = m(torch.randn(1, 3, *hw))
+        exp = (math.ceil(hw[0] / 16), math.ceil(hw[1] / 16))
+        assert [o.shape for o in outs] == [torch.Size([1, 192, *exp])] * 2
+    cls = MODELS.build(dict(type='lsa.LocalViT', arch='tiny-se4', img_size=32)).eval()
+    (feat,) = cls(torch.randn(2, 3, 32, 48))
+    assert feat.shape == (2, 192)
+
+
+def test_pvt_multiscale_any_size():
+    m = MODELS.build(dict(type='lsa.LocalViTPVT', img_size=64)).eval()
+    assert m.out_channels == (64, 128, 320, 512) and m.out_strides == (4, 8, 16, 32)
+    for hw in [(64, 64), (70, 45)]:
+        outs = m(torch.randn(1, 3, *hw))
+        h, w = hw
+        for o, c, s in zip(outs, m.out_channels, m.out_strides):
+            h, w = math.ceil(h / (2 if s > 4 else 4)), math.ceil(w / (2 if s > 4 else 4))
+            assert o.shape == (1, c, h, w)
+
+
+def test_tnt_host_sizes():
+    arch = dict(embed_dims=24, inner_dims=6, depth=2, num_heads=2, inner_num_heads=2,
+                mlp_ratio=2, se_channels=4)
+    m = MODELS.build(dict(type='lsa.LocalViTTNT', arch=arch, img_size=32, out_type='featmap',
+                          out_indices=(0, 1))).eval()
+    outs = m(torch.randn(1, 3, 48, 32))
+    assert [o.shape for o in outs] == [torch.Size([1, 24, 3, 2])] * 2
+    (cls,) = MODELS.build(dict(type='lsa.LocalViTTNT', arch=arch, img_size=32)).eval()(
+        torch.randn(2, 3, 40, 40))
+    assert cls.shape == (2, 24)
+
+
+def test_resize_pos_embed():
+    pos = torch.randn(1, 1 + 12, 8)
+    assert resize_pos_embed(pos, (3, 4), (3, 4), 1) is pos
+    out = resize_pos_embed(pos, (3, 4), (6, 5), 1)
+    assert out.shape == (1, 1 + 30, 8)
+    torch.testing.assert_close(out[:, 0], pos[:, 0])
+    grid = pos[0, 1:].reshape(3, 4, 8).permute(2, 0, 1)[None]
+    ref = F.interpolate(grid, size=(6, 5), mode='bicubic', align_corners=False)
+    torch.testing.assert_close(out[0, 1:], ref[0].permute(1, 2, 0).reshape(30, 8))
+    const = torch.ones(1, 12, 4)
+    torch.testing.assert_close(resize_pos_embed(const, (3, 4), (5, 7), 0, 'bilinear'),
+                               torch.ones(1, 35, 4))
+
+
+def test_pos_embed_used_at_native_size_and_interpolated_elsewhere():
+    m = MODELS.build(dict(type='lsa.LocalViT', arch=dict(embed_dims=32, depth=1, num_heads=2,
+                                                         mlp_ratio=2, se_channels=4),
+                          img_size=32)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    base = m(x)[0]
+    with torch.no_grad():
+        m.pos_embed[:, 1:] += torch.randn_like(m.pos_embed[:, 1:])  # matters at native size
+    assert not torch.allclose(m(x)[0], base)
+    assert m(torch.randn(1, 3, 64, 48))[0].shape == (1, 32)  # ... and is resized elsewhere
+
+
+@pytest.mark.parametrize('name,kw,n_stages', [
+    ('LocalViT', dict(arch=dict(embed_dims=32, depth=3, num_heads=2, mlp_ratio=2,
+                                se_channels=4)), 3),
+    ('LocalViTPVT', dict(), 4),
+])
+def test_frozen_stages_and_norm_eval(name, kw, n_stages):
+    m = MODELS.build(dict(type=f'lsa.{name}', frozen_stages=1, norm_eval=True, **kw))
+    m.train()
+    frozen = [m.stage_modules(0), m.stage_modules(1)] + ([m.stem_modules()])
+    for mods in frozen:
+        for mod in mods:
+            assert not mod.training
+            assert all(not p.requires_grad for p in mod.parameters())
+    for mod in m.stage_modules(2):
+        assert all(p.requires_grad for p in mod.parameters())
+    for p in m.stage_params(-1) + m.stage_params(0) + m.stage_params(1):
+        assert not p.requires_grad
+    bns = [x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)]
+    assert bns and all(not b.training for b in bns)  # norm_eval
+
+
+@pytest.mark.parametrize('name,kw', [
+    ('LocalViT', dict(arch=dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2,
+                                se_channels=4), img_size=32, out_type='featmap')),
+    ('LocalViTPVT', dict(arch=dict(embed_dims=[8, 16, 16, 32], depths=[1, 1, 1, 1],
+                                   num_heads=[1, 2, 2, 2], mlp_ratios=[2, 2, 2, 2],
+                                   sr_ratios=[4, 2, 1, 1], se_channels=[2, 2, 2, 2]),
+                         img_size=32)),
+    ('LocalViTTNT', dict(arch=dict(embed_dims=24, inner_dims=6, depth=2, num_heads=2,
+                                   inner_num_heads=2, mlp_ratio=2, se_channels=4),
+                         img_size=32)),
+])
+def test_with_cp_same_result(name, kw):
+    torch.manual_seed(3)
+    a = MODELS.build(dict(type=f'lsa.{name}', **kw))
+    b = MODELS.build(dict(type=f'lsa.{name}', with_cp=True, **kw))
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    x = torch.randn(2, 3, 32, 32)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = a(xa), b(xb)
+    for u, v in zip(ya, yb):
+        torch.testing.assert_close(u, v)
+    sum(y.sum() for y in ya).backward()
+    sum(y.sum() for y in yb).backward()
+    torch.testing.assert_close(xa.grad, xb.grad)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='LocalViT: unknown arch'):
+        MODELS.build(dict(type='lsa.LocalViT', arch='huge'))
+    with pytest.raises(ValueError, match='custom arch'):
+        MODELS.build(dict(type='lsa.LocalViT', arch=dict(embed_dims=32)))
+    with pytest.raises(ValueError, match='num_heads'):
+        MODELS.build(dict(type='lsa.LocalViT', arch=dict(embed_dims=30, depth=1, num_heads=4,
+                                                         mlp_ratio=2, se_channels=4)))
+    with pytest.raises(ValueError, match="out_type='cls_token' needs out_indices=3"):
+        MODELS.build(dict(type='lsa.LocalViTPVT', out_type='cls_token', out_indices=(0, 3)))
