@@ -1,0 +1,25 @@
+"""Print the fully merged config (after ``_base_`` inheritance and ``--cfg-options``)."""
+from __future__ import annotations
+
+import argparse
+
+from mmengine.config import Config, DictAction
+
+import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description='Print the merged config')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. model.backbone.arch=small')
+    args = parser.parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    print(f'Config:\n{cfg.pretty_text}')
+    return cfg.pretty_text
+
+
+if __name__ == '__main__':
+    main()
