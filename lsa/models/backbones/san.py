@@ -109,7 +109,8 @@ class SAN(BaseLSABackbone):
         sa_type = sa_type or arch_sa_type or 'pairwise'
         if sa_type not in SA_TYPES:
             raise ValueError(f'SAN: sa_type must be one of {SA_TYPES}, got {sa_type!r}')
-        attn_cfg = dict(type='lsa.SANAttention') if attn_cfg is None else dict(attn_cfg)
+        attn_cfg = dict(attn_cfg or {})
+        attn_cfg.setdefault('type', 'lsa.SANAttention')
         if attn_cfg.get('type') in ('SANAttention', 'lsa.SANAttention'):
             attn_cfg.setdefault('sa_type', sa_type)
         self.sa_type, self.attn_cfg = sa_type, attn_cfg

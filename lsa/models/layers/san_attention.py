@@ -166,7 +166,7 @@ class SANBottleneck(nn.Module):
     Args:
         channels: Channels C of input and output.
         kernel_size: Footprint of the attention.
-        attn_cfg: Config of the attention; default ``dict(type='lsa.SANAttention')``.
+        attn_cfg: Config of the attention; ``type`` defaults to ``'lsa.SANAttention'``.
         mid_ratio: The attention runs at ``channels // mid_ratio`` channels (4 in SAN).
 
     Shapes:
@@ -180,7 +180,8 @@ class SANBottleneck(nn.Module):
         if mid < 1:
             raise ValueError(f'{type(self).__name__}: channels // mid_ratio must be >= 1, got '
                              f'channels={channels}, mid_ratio={mid_ratio}')
-        cfg = dict(type='lsa.SANAttention') if attn_cfg is None else dict(attn_cfg)
+        cfg = dict(attn_cfg or {})
+        cfg.setdefault('type', 'lsa.SANAttention')
         cfg.update(in_channels=channels, out_channels=mid, kernel_size=kernel_size)
         self.norm1 = nn.BatchNorm2d(channels)
         self.attn = MODELS.build(cfg)
