@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .common import add_prefix, check_against, strip_prefix, unwrap
 
-__all__ = ['convert_elsa_swin_backbone', 'convert_elsa_cls', 'convert_elsa_det', 'infer_arch',
+__all__ = ['convert_elsa', 'convert_elsa_swin_backbone', 'convert_elsa_cls', 'convert_elsa_det', 'infer_arch',
            'is_det_checkpoint', 'check_elsa_checkpoint']
 
 _BLOCK = re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.(.+)$')
@@ -238,3 +238,25 @@ def check_elsa_checkpoint(sd: Mapping[str, Tensor], meta: dict,
         ref['head.fc.bias'] = torch.empty(n_cls)
         mine.update({k: sd[k] for k in head})
     check_against(mine, ref, f'ELSASwin(arch={arch!r}) {meta["source"]} checkpoint')
+
+
+def convert_elsa(ckpt: Mapping, use_ema: bool = False, backbone_only: bool = False,
+                 arch: str | dict | None = None) -> tuple['OrderedDict[str, Tensor]', dict]:
+    """Any released ELSA-Swin checkpoint (cls or det/seg) -> checked lsa state dict, meta.
+
+    The kind is detected from the keys (``backbone.*`` means det/seg). ``arch``
+    (e.g. ``'tiny'``) is the expected variant; by default it is inferred.
+    """
+    probe, _ = _load_source(ckpt, use_ema)
+    if is_det_checkpoint(probe):
+        if use_ema:
+            raise ValueError('use_ema applies to classification checkpoints only')
+        sd, meta = convert_elsa_det(ckpt, backbone_only)
+    else:
+        sd, meta = convert_elsa_cls(ckpt, use_ema, backbone_only)
+    if arch is not None and isinstance(arch, str) and meta['arch']['name'] not in (
+            arch.lower(), {'t': 'tiny', 's': 'small', 'b': 'base'}.get(arch.lower())):
+        raise ValueError(f'expected an ELSA-Swin {arch!r} checkpoint, found '
+                         f'{meta["arch"]["name"] or "a custom arch"} ({meta["arch"]})')
+    check_elsa_checkpoint(sd, meta, arch)
+    return sd, meta
