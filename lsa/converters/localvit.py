@@ -23,8 +23,10 @@ ARCHS = {
     'localvit-s': ('LocalViT', dict(arch='small')),
     'localvit-pvt': ('LocalViTPVT', dict(arch='tiny', out_type='cls_token', out_indices=3)),
     'localvit-tnt': ('LocalViTTNT', dict(arch='tiny')),
-    'localvit-swin': ('LocalViTSwin', dict(arch='tiny', out_indices=3, out_type='avg')),
+    'localvit-swin': ('LocalViTSwin', dict(arch='tiny', out_indices=3)),
 }
+# Swin host: official buffers that lsa recomputes (dropped), and renamed containers.
+_SWIN_DROP = re.compile(r'^layers\.\d+\.blocks\.\d+\.(attn_mask|attn\.relative_position_index)$')
 
 # Sequential index -> name, with and without the channel-attention module at index 6.
 _LFF_WITH_ATTN = {0: 'fc1', 1: 'bn1', 3: 'dwconv', 4: 'bn2', 6: 'attn', 7: 'fc2', 8: 'bn3'}
@@ -49,12 +51,20 @@ def _blocks_with_attn(keys) -> set:
 def convert_localvit(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, Tensor]':
     """Official LocalViT ``model`` state dict -> lsa classifier state dict (pure)."""
     with_attn = _blocks_with_attn(state_dict)
+    swin = any(k.startswith('layers.') for k in state_dict)
     out = OrderedDict()
     for k, v in state_dict.items():
+        if swin:  # official Swin layout -> lsa.SwinHost layout
+            if _SWIN_DROP.match(k):
+                continue
+            if k.startswith('norm.'):
+                k = 'norm3.' + k[len('norm.'):]
+            elif k.startswith('layers.'):
+                k = 'stages.' + k[len('layers.'):]
         if k.startswith('head.'):
             out['head.fc.' + k[len('head.'):]] = v
             continue
-        m = _LFF_KEY.match(k)
+        m = _LFF_KEY.match(k.replace('stages.', 'layers.', 1) if swin else k)
         if m:
             table = _LFF_WITH_ATTN if m['blk'] in with_attn else _LFF_NO_ATTN
             idx = int(m['idx'])
@@ -65,7 +75,8 @@ def convert_localvit(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, Tens
                 for a, b in _SE.items():
                     if rest.startswith(a):
                         rest = b + rest[len(a):]
-            k = f"{m['blk']}.ffn.{table[idx]}.{rest}"
+            blk = m['blk'].replace('layers.', 'stages.', 1) if swin else m['blk']
+            k = f'{blk}.ffn.{table[idx]}.{rest}'
         out['backbone.' + k] = v
     return out
 
@@ -94,6 +105,10 @@ def localvit_to_official(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, 
                     if rest.startswith(b):
                         rest = a + rest[len(b):]
             k = f'{blk}.conv.conv.{idx}.{rest}'
+        if k.startswith('stages.'):  # lsa.SwinHost -> official Swin names
+            k = 'layers.' + k[len('stages.'):]
+        elif k.startswith('norm3.'):
+            k = 'norm.' + k[len('norm3.'):]
         out[k] = v
     return out
 

@@ -16,6 +16,7 @@ from .elsa_swin import ELSASwin
 from .lesa_resnet import LESAResNet
 from .localvit import LocalViT
 from .localvit_pvt import LocalViTPVT
+from .localvit_swin import LocalViTSwin
 from .localvit_tnt import LocalViTTNT
 from .san import SAN
 from .swin import SwinHost
@@ -23,5 +24,5 @@ from .swin import SwinHost
 __all__ = ['BaseLSABackbone']
 __all__ += ['LESAResNet']
 __all__ += ['SAN']
-__all__ += ['LocalViT', 'LocalViTPVT', 'LocalViTTNT']
+__all__ += ['LocalViT', 'LocalViTPVT', 'LocalViTTNT', 'LocalViTSwin']
 __all__ += ['ELSASwin', 'SwinHost']

@@ -138,6 +138,8 @@ class LocalityFeedForward(nn.Module):
         dw_first: depth-wise triplet before ``fc1`` (official ``dp_first``; needs
             hidden == in_features).
         kernel_size: depth-wise kernel size (odd; 3 in every published model).
+        residual: return ``x + branch`` (the official module's own output) instead of the
+            branch, for hosts whose block expects the FFN to add its residual.
     """
 
     #: Tells hosts (see :func:`ffn_residual`) that this FFN runs on the spatial grid only,
@@ -147,7 +149,7 @@ class LocalityFeedForward(nn.Module):
     def __init__(self, in_features: int, hidden_features: int | None = None,
                  out_features: int | None = None, act: str | int = 'hs+se', reduction: int = 4,
                  se_channels: int | None = None, with_dwconv: bool = True,
-                 dw_first: bool = False, kernel_size: int = 3) -> None:
+                 dw_first: bool = False, kernel_size: int = 3, residual: bool = False) -> None:
         super().__init__()
         hidden = int(hidden_features or in_features * 4)
         out = int(out_features or in_features)
@@ -162,6 +164,10 @@ class LocalityFeedForward(nn.Module):
         nonlin, attn = parse_act(act)
         self.in_features, self.hidden_features, self.out_features = in_features, hidden, out
         self.act_name, self.attn_name, self.dw_first = nonlin, attn, dw_first
+        self.residual = residual
+        if residual and out != in_features:
+            raise ValueError(f'LocalityFeedForward: residual=True needs out_features == '
+                             f'in_features, got {out} vs {in_features}')
         self.fc1 = nn.Conv2d(in_features, hidden, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(hidden)
         self.act1 = _act_module(nonlin)
@@ -190,13 +196,13 @@ class LocalityFeedForward(nn.Module):
         return self.act2(self.bn2(self.dwconv(x)))
 
     def forward_nchw(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, out, H, W), the branch only."""
-        if self.dw_first:
-            x = self._dw(x)
-        x = self.act1(self.bn1(self.fc1(x)))
+        """(B, C, H, W) -> (B, out, H, W): the branch (plus ``x`` if ``residual``)."""
+        y = self._dw(x) if self.dw_first else x
+        y = self.act1(self.bn1(self.fc1(y)))
         if self.dwconv is not None and not self.dw_first:
-            x = self._dw(x)
-        return self.bn3(self.fc2(self.attn(x)))
+            y = self._dw(y)
+        y = self.bn3(self.fc2(self.attn(y)))
+        return x + y if self.residual else y
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int] | None = None) -> Tensor:
         """(B, N, C) with ``hw_shape`` -> (B, N, out); (B, C, H, W) -> (B, out, H, W)."""
@@ -253,7 +259,7 @@ def ffn_residual(ffn: nn.Module, x: Tensor, hw_shape: tuple[int, int], num_prefi
     """
     if is_grid_ffn(ffn):
         prefix, t = x[:, :num_prefix], x[:, num_prefix:]
-        t = t + ffn(t, hw_shape)
+        t = ffn(t, hw_shape) if getattr(ffn, 'residual', False) else t + ffn(t, hw_shape)
         return torch.cat([prefix, t], dim=1) if num_prefix else t
     y = ffn(norm(x) if norm is not None else x, hw_shape)
     return x + (drop_path(y) if drop_path is not None else y)
