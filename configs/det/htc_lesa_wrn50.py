@@ -1,0 +1,59 @@
+# HTC (Hybrid Task Cascade, with the semantic branch) + FPN with a LESA-WRN-50 backbone (DCN in
+# c3-c5), 1280x1280, 20 epochs, COCO (LESA paper).
+# Official recipe (Chenglin-Yang/LESA_detection
+# configs/lesa/lesa_htc_wrn50_fpn_dconv_c3-c5_4x1_20e_coco_1280.py, on mmdet's HTC R-50 config):
+# - backbone: WRN-50-2 (bottleneck width 2x), otherwise as mask_rcnn_lesa_r50.py, position
+#   tables sized for 1280x1280 (stage_spatial_res 320/160/80/40);
+# - every image resized to a fixed 1280x1280 square ignoring its aspect ratio (train and test),
+#   random flip; semantic labels from COCO-stuff (stuffthingmaps, 183 classes, loss weight 0.2,
+#   predicted at 1/8);
+# - SGD lr 0.005, momentum 0.9, wd 1e-4, 500-iteration linear warm-up, x0.1 at epochs 16 and 19,
+#   20 epochs, 4 GPUs x 1 image, fp32.
+# Usage: tools/dist_train.sh configs/det/htc_lesa_wrn50.py 4
+# Backbone weights: the official LESA-WRN-50 ImageNet checkpoint made for detection
+# (LESA_detection README, "lesa_wrn50_pretrained"), converted with
+#   python tools/model_converters/lesa2lsa.py checkpoint.pth checkpoints/lesa_wrn50_in1k_det.pth
+# (see docs/model_zoo.md). As upstream, its position tables are not transferred.
+_base_ = 'mmdet::htc/htc_r50_fpn_20e_coco.py'
+custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
+default_scope = 'mmdet'
+
+checkpoint = 'checkpoints/lesa_wrn50_in1k_det.pth'  # noqa
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='lsa.LESAResNet',
+        arch='wrn50',
+        form='det',
+        attn_cfg=dict(type='lsa.LESAAttention'),  # the block replacing c4/c5 3x3 convs
+        stage_spatial_res=(320, 160, 80, 40),
+        dcn=dict(type='DCN', deform_groups=1, fallback_on_stride=False),
+        stage_with_dcn=(False, True, True, True),
+        out_indices=(0, 1, 2, 3),
+        frozen_stages=0,  # stem + c2 (mmdet's frozen_stages=1)
+        norm_eval=True,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+    neck=dict(in_channels=[256, 512, 1024, 2048]))
+
+image_size = (1280, 1280)
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True, with_seg=True),
+    dict(type='Resize', scale=image_size, keep_ratio=False),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='Resize', scale=image_size, keep_ratio=False),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+# 4 GPUs x 1 image
+train_dataloader = dict(batch_size=1, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(optimizer=dict(lr=0.005))
+auto_scale_lr = dict(base_batch_size=4)
