@@ -96,11 +96,18 @@ def _backward(ctx, grad_out):
     return (*(g if need else None for g, need in zip(grads, mask)), None, None, None)
 
 
+def _no_double_backward(ctx, *grads):
+    raise NotImplementedError(f'{_OP}: double backward (a gradient of the gradient) is not '
+                              'supported; use lsa.ops.reference.elsa_ref for that')
+
+
 if _has_op():
     torch.library.register_fake('lsa::elsa_forward')(_fake_forward)
     torch.library.register_fake('lsa::elsa_backward')(_fake_backward)
     torch.library.register_autograd('lsa::elsa_forward', _backward,
                                     setup_context=_setup_context)
+    torch.library.register_autograd('lsa::elsa_backward', _no_double_backward,
+                                    setup_context=lambda ctx, inputs, output: None)
 
 
 def elsa(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,

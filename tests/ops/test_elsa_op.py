@@ -139,6 +139,13 @@ def test_only_requested_gradients():
             torch.testing.assert_close(x.grad, r.grad, rtol=1e-9, atol=1e-9)
 
 
+def test_double_backward_is_refused():
+    ins, cfg = make_inputs(CASES[0])
+    (gv,) = torch.autograd.grad(elsa(*ins, *cfg).sum(), ins[0], create_graph=True)
+    with pytest.raises(NotImplementedError, match='double backward'):
+        gv.sum().backward()
+
+
 @pytest.mark.parametrize('shape,attn_hw', [((0, 3, 8, 8), (8, 8)), ((2, 3, 1, 5), (0, 2))])
 def test_empty_output(shape, attn_hw):
     """Nb = 0 and H < stride give an empty result and zero gradients."""
