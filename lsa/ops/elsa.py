@@ -68,6 +68,19 @@ def _validate(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tens
     return k, s, d
 
 
+def _autocast(*tensors):
+    """Under autocast, run in the autocast dtype (like conv): AMP hands the op fp16/bf16
+    values next to a float32 softmax. The kernels accumulate in float32 anyway."""
+    t0 = tensors[0]
+    if not isinstance(t0, Tensor) or t0.device.type not in ('cpu', 'cuda'):
+        return tensors
+    if not torch.is_autocast_enabled(t0.device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(t0.device.type)
+    return tuple(t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+                 for t in tensors)
+
+
 def _has_op() -> bool:
     return HAS_EXT and hasattr(torch.ops.lsa, 'elsa_forward')
 
@@ -152,8 +165,11 @@ def elsa(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,
 
     All four tensors must share one device (cpu or cuda) and one floating dtype
     (float32, float64, float16, bfloat16; half precision accumulates in float32).
-    Inputs may be non-contiguous; ``Nb = 0`` gives an empty result.
+    Inputs may be non-contiguous; ``Nb = 0`` gives an empty result. Under
+    ``torch.autocast`` all four are cast to the autocast dtype first (the official op
+    instead upcast to float32 and returned float32).
     """
+    features, attn, ghost_mul, ghost_add = _autocast(features, attn, ghost_mul, ghost_add)
     k, s, d = _validate(features, attn, ghost_mul, ghost_add, kernel_size, stride, dilation)
     if not HAS_EXT:
         require_ext(_OP)

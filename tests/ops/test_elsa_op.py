@@ -139,6 +139,19 @@ def test_only_requested_gradients():
             torch.testing.assert_close(x.grad, r.grad, rtol=1e-9, atol=1e-9)
 
 
+def test_autocast_runs_in_the_autocast_dtype():
+    """AMP gives the op low-precision values next to a float32 softmax."""
+    ins, cfg = make_inputs(CASES[1], dtype=torch.float32)
+    ins[0] = ins[0].detach().bfloat16().requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = elsa(*ins, *cfg)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert ins[1].grad.dtype == torch.float32 and ins[0].grad.dtype == torch.bfloat16
+    ref = elsa_ref(*(t.detach().bfloat16().double() for t in ins), *cfg)
+    assert (out.double() - ref).abs().max() <= TOLERANCE[torch.bfloat16] * ref.abs().max()
+
+
 def test_double_backward_is_refused():
     ins, cfg = make_inputs(CASES[0])
     (gv,) = torch.autograd.grad(elsa(*ins, *cfg).sum(), ins[0], create_graph=True)
