@@ -1,0 +1,123 @@
+"""localvit2lsa: synthetic official ``{'model': ...}`` checkpoints -> lsa classifiers."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import lsa.models  # noqa: F401
+from lsa.converters.common import CheckpointMismatchError
+from lsa.converters.localvit import (
+    build_reference,
+    convert_checkpoint,
+    convert_localvit,
+    detect_arch,
+    localvit_to_official,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _random_classifier(arch):
+    """A randomised lsa backbone + head state dict (BN statistics included)."""
+    backbone, ref = build_reference(arch)
+    with torch.no_grad():
+        for m in backbone.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.bias.normal_(0, 0.3)
+    sd = {'backbone.' + k: v for k, v in backbone.state_dict().items()}
+    sd['head.fc.weight'] = torch.randn_like(ref['head.fc.weight'])
+    sd['head.fc.bias'] = torch.randn_like(ref['head.fc.bias'])
+    return backbone.eval(), sd
+
+
+def test_official_tiny_layout_keys_and_shapes():
+    # keys written from the spec (B6), LocalViT-T: SE hidden 4, Hd 768
+    _, sd = _random_classifier('localvit-t')
+    off = localvit_to_official(sd)
+    expect = {
+        'cls_token': (1, 1, 192), 'pos_embed': (1, 197, 192),
+        'patch_embed.proj.weight': (192, 3, 16, 16), 'blocks.0.attn.qkv.weight': (576, 192),
+        'blocks.0.conv.conv.0.weight': (768, 192, 1, 1), 'blocks.0.conv.conv.1.running_var': (768,),
+        'blocks.0.conv.conv.3.weight': (768, 1, 3, 3), 'blocks.0.conv.conv.4.weight': (768,),
+        'blocks.0.conv.conv.6.fc.0.weight': (4, 768), 'blocks.0.conv.conv.6.fc.2.bias': (768,),
+        'blocks.11.conv.conv.7.weight': (192, 768, 1, 1), 'blocks.11.conv.conv.8.bias': (192,),
+        'norm.weight': (192,), 'head.weight': (1000, 192), 'head.bias': (1000,),
+    }
+    for k, shape in expect.items():
+        assert tuple(off[k].shape) == shape, k
+    assert not any('.norm2.' in k or '.mlp.' in k for k in off)
+    assert len(off) == len(sd)
+    assert detect_arch(off) == 'localvit-t'
+
+
+@pytest.mark.parametrize('arch', ['localvit-t', 'localvit-pvt', 'localvit-tnt',
+                                  'localvit-swin'])
+def test_round_trip_same_outputs(arch):
+    backbone, sd = _random_classifier(arch)
+    off = localvit_to_official(sd)
+    if arch == 'localvit-swin':  # the official file carries buffers lsa recomputes
+        off['layers.0.blocks.1.attn_mask'] = torch.zeros(64, 49, 49)
+        off['layers.0.blocks.0.attn.relative_position_index'] = torch.zeros(49, 49).long()
+    assert detect_arch(off) == arch
+    out, meta = convert_checkpoint({'model': off, 'epoch': 299})
+    assert meta == dict(arch=arch, source_key='model')
+    assert set(out) == set(sd)
+    fresh, _ = build_reference(arch)
+    fresh.load_state_dict({k[9:]: v for k, v in out.items() if k.startswith('backbone.')})
+    fresh.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(backbone(x), fresh(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(out['head.fc.weight'], sd['head.fc.weight'])
+
+
+def test_index_shift_without_channel_attention():
+    sd = {'blocks.0.conv.conv.0.weight': torch.zeros(8, 4, 1, 1),
+          'blocks.0.conv.conv.6.weight': torch.zeros(4, 8, 1, 1),
+          'blocks.0.conv.conv.7.bias': torch.zeros(4),
+          'blocks.1.conv.conv.6.conv.weight': torch.zeros(1, 1, 3),
+          'blocks.1.conv.conv.7.weight': torch.zeros(4, 8, 1, 1),
+          'blocks.1.conv.conv.8.bias': torch.zeros(4)}
+    out = convert_localvit(sd)
+    assert sorted(out) == sorted([
+        'backbone.blocks.0.ffn.fc1.weight', 'backbone.blocks.0.ffn.fc2.weight',
+        'backbone.blocks.0.ffn.bn3.bias', 'backbone.blocks.1.ffn.attn.conv.weight',
+        'backbone.blocks.1.ffn.fc2.weight', 'backbone.blocks.1.ffn.bn3.bias'])
+    assert localvit_to_official(out).keys() == sd.keys()
+
+
+def test_wrong_checkpoints_raise_clear_errors():
+    _, sd = _random_classifier('localvit-t')
+    off = localvit_to_official(sd)
+    with pytest.raises(CheckpointMismatchError, match='(?s)localvit-s.*shape mismatches'):
+        convert_checkpoint({'model': off}, arch='localvit-s')
+    bad = dict(off)
+    del bad['blocks.3.attn.proj.bias']
+    with pytest.raises(CheckpointMismatchError, match='(?s)missing keys.*blocks.3.attn.proj.bias'):
+        convert_checkpoint({'model': bad})
+    with pytest.raises(ValueError, match='cannot recognise'):
+        convert_checkpoint({'model': {'conv1.weight': torch.zeros(3)}})
+    with pytest.raises(ValueError, match='no state dict found'):
+        convert_checkpoint({'optimizer': 1, 'epoch': 3})
+    with pytest.raises(ValueError, match='unknown LocalViT arch'):
+        convert_checkpoint({'model': off}, arch='localvit-b')
+
+
+def test_cli(tmp_path):
+    _, sd = _random_classifier('localvit-t')
+    src, dst = tmp_path / 'localvit_t.pth', tmp_path / 'out.pth'
+    torch.save({'model': localvit_to_official(sd)}, src)
+    spec = importlib.util.spec_from_file_location(
+        'localvit2lsa', ROOT / 'tools/model_converters/localvit2lsa.py')
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main([str(src), str(dst), '--arch', 'localvit-t'])
+    saved = torch.load(dst, weights_only=False)
+    assert saved['meta']['arch'] == 'localvit-t'
+    assert saved['state_dict'].keys() == sd.keys()
+    for k, v in sd.items():
+        torch.testing.assert_close(saved['state_dict'][k], v)
