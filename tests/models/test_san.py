@@ -374,3 +374,23 @@ def test_backbone_attention_swappable_by_config():
     assert blocks[0].attn.dw.kernel_size == (3, 3) and blocks[-2].attn.dw.kernel_size == (5, 5)
     outs = model(torch.randn(1, 3, 64, 96))
     assert [tuple(o.shape) for o in outs] == [(1, 32, 32, 48), (1, 96, 2, 3)]
+
+
+def test_config_loss_is_the_official_smooth_loss():
+    """Official smooth_loss: target 0.9, every other class 0.1 / (K - 1), mean over the batch."""
+    pytest.importorskip('mmpretrain')
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    from mmpretrain.structures import DataSample
+
+    cfg = Config.fromfile(osp.join(CFG_DIR, 'san10-pairwise_8xb32_in1k.py'))
+    cfg.model.backbone.arch = TINY
+    cfg.model.head.in_channels = TINY['widths'][-1]
+    model = PRETRAIN_MODELS.build(cfg.model).eval()
+    x = torch.randn(2, 3, 64, 64)
+    labels = [3, 999]
+    loss = model.loss(x, [DataSample().set_gt_label(t) for t in labels])['loss']
+    logp = model(x, mode='tensor').log_softmax(1)
+    target = torch.full_like(logp, 0.1 / 999)
+    target[0, 3] = target[1, 999] = 0.9
+    torch.testing.assert_close(loss, -(target * logp).sum(1).mean())
