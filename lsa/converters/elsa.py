@@ -254,8 +254,8 @@ def convert_elsa(ckpt: Mapping, use_ema: bool = False, backbone_only: bool = Fal
         sd, meta = convert_elsa_det(ckpt, backbone_only)
     else:
         sd, meta = convert_elsa_cls(ckpt, use_ema, backbone_only)
-    if arch is not None and isinstance(arch, str) and meta['arch']['name'] not in (
-            arch.lower(), {'t': 'tiny', 's': 'small', 'b': 'base'}.get(arch.lower())):
+    aliases = {'t': 'tiny', 's': 'small', 'b': 'base'}
+    if isinstance(arch, str) and meta['arch']['name'] != aliases.get(arch.lower(), arch.lower()):
         raise ValueError(f'expected an ELSA-Swin {arch!r} checkpoint, found '
                          f'{meta["arch"]["name"] or "a custom arch"} ({meta["arch"]})')
     check_elsa_checkpoint(sd, meta, arch)

@@ -80,6 +80,9 @@ class ELSAAttention(nn.Module):
         dim_v = dim_v or dim
         dim_qk = dim_qk or dim // 3 * 2
         dim_qk = math.ceil(dim_qk / group_width) * group_width
+        if dim_qk < 1:
+            raise ValueError(f'{name}: dim_qk must be >= 1 (default dim // 3 * 2), got '
+                             f'dim_qk={dim_qk} for dim={dim}')
         if dim_v % num_heads != 0:
             raise ValueError(f'{name}: dim_v must be divisible by num_heads, got dim_v={dim_v}, '
                              f'num_heads={num_heads}')
