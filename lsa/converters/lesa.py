@@ -196,16 +196,21 @@ def convert_lesa_det(ckpt: Mapping, backbone_only: bool = False,
     return out, dict(lesa_config=cfg, layout='LESA_detection')
 
 
-def convert_lesa(ckpt: Mapping, form: str = 'auto', **kwargs) -> tuple[dict, dict]:
-    """Dispatch on the layout: ``'cls'``, ``'det'`` or ``'auto'`` (``backbone.`` keys => det)."""
+def convert_lesa(ckpt: Mapping, form: str = 'auto', backbone_only: bool = False,
+                 check: bool = True) -> tuple[dict, dict]:
+    """Dispatch on the layout: ``'cls'``, ``'det'`` or ``'auto'`` (``backbone.`` keys => det).
+
+    ``backbone_only`` only applies to detection files (classification files hold
+    just the backbone and ``fc``).
+    """
     if form == 'auto':
         sd, _ = unwrap(ckpt, ['state_dict', 'net', 'model'])
         form = 'det' if any(k.startswith(('backbone.', 'module.backbone.')) for k in sd) \
             else 'cls'
     if form == 'cls':
-        return convert_lesa_cls(ckpt, check=kwargs.get('check', True))
+        return convert_lesa_cls(ckpt, check=check)
     if form == 'det':
-        return convert_lesa_det(ckpt, **kwargs)
+        return convert_lesa_det(ckpt, backbone_only=backbone_only, check=check)
     raise ValueError(f"LESA converter: form must be 'auto', 'cls' or 'det', got {form!r}")
 
 

@@ -101,7 +101,7 @@ class LESAResNet(BaseLSABackbone):
         strides: Stride of the first block of each stage (default from ``form``).
         stage_spatial_res: See above (default from ``form``).
         attn_cfg: The attention block replacing the 3x3 conv, a registry dict merged
-            over the form's defaults ``dict(type='LESAAttention', groups=8,
+            over the form's defaults ``dict(type='lsa.LESAAttention', groups=8,
             pe_type=..., with_cp=...)``. The backbone adds ``in_channels``,
             ``out_channels``, ``stride``, ``fmap_size`` and ``dcn``; another
             registered block accepting these can be swapped in.
@@ -174,7 +174,7 @@ class LESAResNet(BaseLSABackbone):
             if len(val) != self.num_stages:
                 raise ValueError(f'{name}: {key} needs {self.num_stages} entries, got {val}')
         self.arch, self.form = dict(arch), form
-        attn = dict(type='LESAAttention', groups=8, **defaults['attn'])
+        attn = dict(type='lsa.LESAAttention', groups=8, **defaults['attn'])
         attn.update(attn_cfg or {})
         self.attn_cfg = attn
 

@@ -93,7 +93,8 @@ class LESAAttention(nn.Module):
             classification embedding, or the table sizes of the detection one.
         pe_type: ``'classification'`` (alias ``'cls'``) or ``'detection_qr'`` (``'det'``).
         groups: Attention groups (heads) ``G``; also the groups of the 3x3 local conv.
-        stride: Average pooling applied after everything else (attention runs at full size).
+        stride: Average pooling applied after everything else (attention runs at full size);
+            output size ``ceil(H / stride)`` (partial last windows average what they cover).
         df_channel_shrink: Channel shrink factor of each fusion conv (released: ``(2,)``).
         df_kernel_size: Kernel of each fusion conv, then of the gate projection (released
             ``(1, 1)``); the projection is padded to keep the size (the release only works
@@ -183,7 +184,9 @@ class LESAAttention(nn.Module):
         self.gate = nn.Sequential(
             nn.Conv2d(c, P, k, padding=(k - 1) // 2, groups=df_group[-1], bias=False),
             nn.BatchNorm2d(P))
-        self.pool = nn.AvgPool2d(stride, stride) if stride > 1 else nn.Identity()
+        # ceil_mode: odd sizes keep the size of the host's strided shortcut (the last window
+        # averages the pixels it has); identical to the release for sizes divisible by s
+        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
