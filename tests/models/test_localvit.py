@@ -146,8 +146,7 @@ def test_ffn_residual_class_token_bypass_and_mlp_wiring():
 
 CLASSIFIERS = [
     ('LocalViT', dict(arch='tiny'), 5_908_696),
-    ('LocalViT', dict(arch='tiny-se4'), 9_376_168),
-    ('LocalViT', dict(arch='small'), 22_433_176),
+    # T-SE4, S and Swin: see the config test below (same counts through mmpretrain)
     ('LocalViTPVT', dict(arch='tiny', out_type='cls_token', out_indices=3), 13_456_152),
     ('LocalViTTNT', dict(arch='tiny'), 6_261_064),
     ('LocalViT', dict(arch='deit-tiny', ffn_cfg=dict(type='lsa.Mlp')), 5_717_416),
@@ -286,3 +285,32 @@ def test_bad_arguments():
                                                          mlp_ratio=2, se_channels=4)))
     with pytest.raises(ValueError, match="out_type='cls_token' needs out_indices=3"):
         MODELS.build(dict(type='lsa.LocalViTPVT', out_type='cls_token', out_indices=(0, 3)))
+
+
+CONFIG_COUNTS = {
+    'localvit-tiny_8xb128_in1k.py': 5_908_696, 'localvit-tiny-se4_8xb128_in1k.py': 9_376_168,
+    'localvit-small_8xb128_in1k.py': 22_433_176, 'localvit-pvt-tiny_8xb128_in1k.py': 13_456_152,
+    'localvit-tnt-tiny_8xb128_in1k.py': 6_261_064,
+    'localvit-swin-tiny_8xb128_in1k.py': 29_079_010,
+}
+
+
+@pytest.mark.parametrize('name,expected', sorted(CONFIG_COUNTS.items()))
+def test_config_classifier_counts_and_converted_weights_load(name, expected):
+    pytest.importorskip('mmpretrain.models')
+    from pathlib import Path
+
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+
+    from lsa.converters.localvit import convert_localvit, localvit_to_official
+    root = Path(__file__).resolve().parents[2]
+    cfg = Config.fromfile(str(root / 'configs/cls/localvit' / name))
+    model = PRETRAIN_MODELS.build(cfg.model)
+    assert nparams(model) == expected
+    # an official-layout checkpoint converted by localvit2lsa loads strictly
+    sd = convert_localvit(localvit_to_official(model.state_dict()))
+    model.load_state_dict(sd, strict=True)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 48), mode='tensor').shape == (1, 1000)
