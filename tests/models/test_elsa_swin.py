@@ -234,3 +234,17 @@ def test_mmpretrain_classifier_from_config(variant, total):
         model = PRETRAIN_MODELS.build(cfg.model)
     assert n_params(model) == total
     assert type(model.backbone) is ELSASwin and model.backbone.out_indices == (3,)
+
+
+def test_runs_under_autocast():
+    """AMP training (the cls configs use AmpOptimWrapper) mixes dtypes inside the block."""
+    torch.manual_seed(0)
+    m = ELSASwin(arch=MINI, out_indices=(0, 3)).eval()
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        ref = m(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = m(x)
+    for a, b in zip(ref, low):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(b.float(), a, rtol=0.1, atol=0.1)
