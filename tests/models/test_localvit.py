@@ -314,3 +314,25 @@ def test_config_classifier_counts_and_converted_weights_load(name, expected):
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 48), mode='tensor').shape == (1, 1000)
+
+
+def test_swin_host_lff_wiring_multiscale_and_baseline_count():
+    arch = dict(embed_dims=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4))
+    m = MODELS.build(dict(type='lsa.LocalViTSwin', arch=arch)).eval()
+    blk = m.stages[1].blocks[1]
+    assert isinstance(blk.ffn, LocalityFeedForward) and blk.ffn.residual
+    assert isinstance(blk.norm2, torch.nn.Identity) and blk.ffn.attn.fc1.out_features == 16
+    x = torch.randn(1, 12 * 9, 32)
+    # block = attention residual, then x + LFF(x) with no norm and no drop path
+    a = x + blk.attn(blk.norm1(x), (12, 9))
+    blk.ffn.residual = False
+    branch = blk.ffn.forward_nchw(a.transpose(1, 2).reshape(1, 32, 12, 9))
+    blk.ffn.residual = True
+    torch.testing.assert_close(blk(x, (12, 9)), a + branch.flatten(2).transpose(1, 2))
+    outs = m(torch.randn(1, 3, 70, 45))
+    assert [tuple(o.shape) for o in outs] == [(1, 16, 18, 12), (1, 32, 9, 6), (1, 64, 5, 3),
+                                              (1, 128, 3, 2)]
+    assert m.out_strides == (4, 8, 16, 32)
+    base = MODELS.build(dict(type='lsa.LocalViTSwin', ffn_cfg=dict(type='lsa.Mlp'),
+                             out_indices=3))
+    assert nparams(base) + 768 * 1000 + 1000 == 28_288_354
