@@ -215,6 +215,8 @@ def test_frozen_stages_norm_eval_with_cp():
 def test_arch_errors():
     with pytest.raises(ValueError, match="missing \\['group_width'\\]"):
         ELSASwin(arch={'embed_dims': 16, 'depths': (1, 1, 1, 1), 'num_heads': (1, 1, 1, 1)})
+    with pytest.raises(ValueError, match='ELSASwin: blocks keep the map size.*stride=2'):
+        ELSASwin(arch=MINI, attn_cfgs=dict(type='lsa.ELSAAttention', stride=2))
     with pytest.raises(ValueError, match='default attn_cfgs are for 4 stages'):
         ELSASwin(arch=dict(MINI, depths=(1, 1), num_heads=(1, 2)))
 

@@ -167,7 +167,7 @@ class SwinHost(BaseLSABackbone):
 
     Example:
         >>> model = SwinHost(arch='tiny', out_indices=(0, 1, 2, 3))
-        >>> [o.shape[1:] for o in model(torch.rand(1, 3, 200, 333))]
+        >>> [tuple(o.shape[1:]) for o in model(torch.rand(1, 3, 200, 333))]
         [(96, 50, 84), (192, 25, 42), (384, 13, 21), (768, 7, 11)]
     """
 
@@ -260,7 +260,11 @@ class SwinHost(BaseLSABackbone):
         if getattr(_cfg_class(cfg), 'alternate_shift', False):
             cfg['shifted'] = index % 2 == 1
             cfg.setdefault('pad_small_map', self.pad_small_map)
-        return MODELS.build(cfg)
+        attn = MODELS.build(cfg)
+        if getattr(attn, 'stride', 1) != 1:
+            raise ValueError(f'{type(self).__name__}: blocks keep the map size (residual), so '
+                             f'the attention needs stride 1; got stride={attn.stride} from {cfg}')
+        return attn
 
     def build_ffn(self, cfg: dict, dim: int, stage: int) -> nn.Module:
         """Feed-forward of a block of ``stage`` from its config."""
