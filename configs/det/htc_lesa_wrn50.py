@@ -32,7 +32,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         frozen_stages=0,  # stem + c2 (mmdet's frozen_stages=1)
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     neck=dict(in_channels=[256, 512, 1024, 2048]))
 
 image_size = (1280, 1280)

@@ -3,7 +3,7 @@
 # training, AdamW 1e-4 / wd 0.05, 36 epochs, drop path 0.2, 8 GPUs x 2 images, Apex AMP
 # (use `tools/train.py ... --amp` or `tools/dist_train.sh ... 8 --amp`).
 # Backbone weights: the official ImageNet-1k ELSA-Swin-T checkpoint converted with
-#   python tools/model_converters/elsa2lsa.py elsa_tiny.pth checkpoints/elsa_swin_t_in1k.pth
+#   python tools/model_converters/elsa2lsa.py elsa_tiny.pth checkpoints/elsa_swin_t_in1k.pth --backbone-only
 # (see docs/model_zoo.md).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
@@ -22,5 +22,6 @@ model = dict(
         arch='tiny',
         drop_path_rate=0.2,
         out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+        pad_small_map=True,  # stage-3 windows pad maps smaller than 7x7 (official det/seg)
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     neck=dict(in_channels=[96, 192, 384, 768]))

@@ -27,7 +27,7 @@ model = dict(
         out_type='featmap',
         out_indices=(0, 1, 2, 3),
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     neck=dict(in_channels=[64, 128, 320, 512]))
 
 optim_wrapper = dict(

@@ -27,5 +27,5 @@ model = dict(
         out_indices=(1, 2, 3, 4),
         frozen_stages=1,
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     neck=dict(in_channels=[256, 512, 1024, 2048]))

@@ -4,7 +4,7 @@
 # heads, AdamW 6e-5 / wd 0.01, poly schedule with 1500 warm-up iterations, drop path 0.3,
 # 8 GPUs x 2 images. The reported mIoU is multi-scale + flip (mmseg `--tta`).
 # Backbone weights: the official ImageNet-1k ELSA-Swin-S checkpoint converted with
-#   python tools/model_converters/elsa2lsa.py elsa_small.pth checkpoints/elsa_swin_s_in1k.pth
+#   python tools/model_converters/elsa2lsa.py elsa_small.pth checkpoints/elsa_swin_s_in1k.pth --backbone-only
 # (see docs/model_zoo.md).
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py',
@@ -25,7 +25,8 @@ model = dict(
         arch='small',
         drop_path_rate=0.3,
         out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+        pad_small_map=True,  # stage-3 windows pad maps smaller than 7x7 (official det/seg)
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
     auxiliary_head=dict(in_channels=384, num_classes=150))
 

@@ -33,6 +33,6 @@ model = dict(
         attn_cfg=dict(type='lsa.LESAAttention'),  # the block replacing c4/c5 3x3 convs
         stage_spatial_res=(128, 64, 32, 16),
         out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     decode_head=dict(in_channels=[256, 512, 1024, 2048], num_classes=150),
     auxiliary_head=dict(in_channels=1024, num_classes=150))

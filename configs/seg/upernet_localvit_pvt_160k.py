@@ -28,7 +28,7 @@ model = dict(
         out_type='featmap',
         out_indices=(0, 1, 2, 3),
         norm_eval=True,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     decode_head=dict(in_channels=[64, 128, 320, 512], num_classes=150),
     auxiliary_head=dict(in_channels=320, num_classes=150))
 

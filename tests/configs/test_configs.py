@@ -193,6 +193,7 @@ def run_det(cfg: Config, path: str) -> None:
     assert len(inst) > 0, f'{path}: no detections at score_thr 0'
     assert inst.bboxes.shape[1] == 4
     assert tuple(inst.masks.shape[1:]) == (IMG_H, IMG_W)
+    return model
 
 
 def run_seg(cfg: Config) -> None:
@@ -214,6 +215,7 @@ def run_seg(cfg: Config) -> None:
     for pred in preds:
         assert tuple(pred.pred_sem_seg.data.shape) == (1, IMG_H, IMG_W)
         assert tuple(pred.seg_logits.data.shape) == (150, IMG_H, IMG_W)
+    return model
 
 
 def neck_in_channels(cfg: Config):
@@ -222,6 +224,15 @@ def neck_in_channels(cfg: Config):
     if 'decode_head' in cfg.model:
         return list(cfg.model.decode_head.in_channels)
     return None
+
+
+def metafile_entry(path: str) -> dict:
+    """The metafile ``Models`` entry whose ``Config`` is ``path`` ({} if none)."""
+    for mf in CONFIG_DIR.rglob('metafile.yml'):
+        for m in yaml.safe_load(mf.read_text()).get('Models', []):
+            if m.get('Config') == path:
+                return m
+    return {}
 
 
 # --------------------------------------------------------------------------- per config
@@ -241,17 +252,20 @@ def test_config_builds_and_runs(path):
     skip_if_backbone_missing(cfg)
 
     ckpts = strip_pretrained(cfg.model)
+    # pretrained backbones come from our converters, written under checkpoints/
+    assert all(str(c).startswith('checkpoints/') for c in ckpts), ckpts
     if task in ('det', 'seg') and path in ZOO_CONFIGS:
-        # the backbone is initialised from a converted checkpoint under checkpoints/
-        assert ckpts and all(str(c).startswith('checkpoints/') for c in ckpts), ckpts
         assert lsa_types(cfg.model.backbone), f'{path}: backbone is not an lsa class'
 
     if task == 'det':
-        run_det(cfg, path)
+        model = run_det(cfg, path)
     elif task == 'seg':
-        run_seg(cfg)
+        model = run_seg(cfg)
     else:
-        build_model(cfg)
+        model = build_model(cfg)
+    expected = metafile_entry(path).get('Metadata', {}).get('Parameters')
+    if expected is not None:
+        assert sum(p.numel() for p in model.parameters()) == expected, path
 
 
 @pytest.mark.parametrize('path', [p for p in CONFIGS if Path(p).parts[1] in ('det', 'seg')])
@@ -284,14 +298,14 @@ def test_every_config_is_in_a_metafile():
 @pytest.mark.parametrize('mf', [p.relative_to(ROOT).as_posix() for p in metafiles()])
 def test_metafile_entries(mf):
     data = yaml.safe_load((ROOT / mf).read_text())
-    collections = {c['Name'] for c in data.get('Collections', [])}
+    collections = {c['Name']: c for c in data.get('Collections', [])}
     names = [m['Name'] for m in data['Models']]
     assert len(names) == len(set(names)), f'duplicate model names in {mf}'
     for m in data['Models']:
         assert (ROOT / m['Config']).is_file(), f"{mf}: {m['Name']}: {m['Config']} missing"
         assert m['In Collection'] in collections, f"{mf}: {m['Name']}: unknown collection"
-        meta = m['Metadata']
-        assert meta.get('Training Data')
+        meta = dict(collections[m['In Collection']].get('Metadata', {}), **m['Metadata'])
+        assert meta.get('Training Data'), f"{mf}: {m['Name']}: no Training Data"
         for res in m.get('Results', []):
             assert res['Task'] and res['Dataset'] and res['Metrics'], m['Name']
 
@@ -306,3 +320,65 @@ def test_model_index_imports_every_metafile():
     assert missing == cls_missing, f'model-index imports missing files: {missing}'
     if cls_missing:
         pytest.skip(f'cls metafiles not written yet (backbone tasks): {cls_missing}')
+
+
+# --------------------------------------------------------------------------- docs example
+def test_new_experiment_doc_example(tmp_path):
+    """docs/new_experiment.md's worked example inherits a recipe and overrides a few keys."""
+    doc = (ROOT / 'docs' / 'new_experiment.md').read_text()
+    marker = doc.index('<!-- tested: tests/configs/test_configs.py::test_new_experiment_doc_example')
+    block = re.search(r'```python\n(.*?)```', doc[marker:], re.S).group(1)
+    assert block.startswith("_base_ = './mask_rcnn_elsa_swin_t_1x.py'")
+    # saved next to its parent, as the doc says (an absolute base, so nothing is written
+    # into configs/ while the suite runs)
+    parent = CONFIG_DIR / 'det' / 'mask_rcnn_elsa_swin_t_1x.py'
+    new = tmp_path / 'mask_rcnn_elsa_swin_t_elsa01_4xb4_1x.py'
+    new.write_text(block.replace("'./mask_rcnn_elsa_swin_t_1x.py'", repr(str(parent)), 1))
+    cfg = Config.fromfile(str(new))
+    base = Config.fromfile(str(parent))
+
+    # the overrides took ...
+    types = [c['type'] for c in cfg.model.backbone.attn_cfgs]
+    assert types == ['lsa.ELSAAttention'] * 2 + ['lsa.ShiftWindowAttention'] * 2
+    assert cfg.train_dataloader.batch_size == 4 and cfg.optim_wrapper.optimizer.lr == 2e-4
+    # ... and everything else is the parent's recipe
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+    assert cfg.optim_wrapper.paramwise_cfg == base.optim_wrapper.paramwise_cfg
+    assert cfg.train_dataloader.dataset.pipeline == base.train_dataloader.dataset.pipeline
+    assert cfg.param_scheduler == base.param_scheduler
+    assert cfg.model.backbone.drop_path_rate == base.model.backbone.drop_path_rate
+    assert cfg.model.backbone.init_cfg == base.model.backbone.init_cfg
+    skip_if_backbone_missing(cfg)
+
+    strip_pretrained(cfg.model)
+    backbone = LSA_MODELS.build(copy.deepcopy(cfg.model.backbone))
+    kinds = [type(stage.blocks[0].attn).__name__ for stage in backbone.stages]
+    assert kinds == ['ELSAAttention'] * 2 + ['ShiftWindowAttention'] * 2
+    run_det(cfg, str(new))
+
+
+@pytest.mark.parametrize('path, kinds', [
+    ('configs/det/mask_rcnn_elsa_swin_t_1x.py', ['ELSAAttention'] * 3 + ['ShiftWindowAttention']),
+    ('configs/det/mask_rcnn_elsa_swin_t_all_elsa_1x.py', ['ELSAAttention'] * 4),
+    ('configs/det/mask_rcnn_swin_t_window_baseline_1x.py', ['ShiftWindowAttention'] * 4),
+])
+def test_attention_swap_configs(path, kinds):
+    """The swap configs differ from the published one only in the per-stage attention."""
+    cfg = load(path)
+    skip_if_backbone_missing(cfg)
+    strip_pretrained(cfg.model)
+    backbone = LSA_MODELS.build(cfg.model.backbone)
+    assert [type(s.blocks[0].attn).__name__ for s in backbone.stages] == kinds
+    assert all(type(b.attn).__name__ == k for s, k in zip(backbone.stages, kinds)
+               for b in s.blocks)
+    base = load('configs/det/mask_rcnn_elsa_swin_t_1x.py')
+    for key in ('train_dataloader', 'optim_wrapper', 'param_scheduler', 'train_cfg'):
+        assert cfg[key] == base[key], key
+    assert {k: v for k, v in cfg.model.items() if k != 'backbone'} == \
+        {k: v for k, v in base.model.items() if k != 'backbone'}
+
+
+def test_model_zoo_doc_lists_every_zoo_config():
+    doc = (ROOT / 'docs' / 'model_zoo.md').read_text()
+    missing = [p for p in ZOO_CONFIGS if f'`{p}`' not in doc]
+    assert not missing, f'docs/model_zoo.md does not list: {missing}'
