@@ -18,17 +18,26 @@ namespace lsa {
 
 enum SanPadMode : int64_t { kSanZeros = 0, kSanReflect = 1 };
 
-struct SanGeometry {
-  int64_t n, c, h, w;  // input (N, C, H, W)
-  int64_t kh, kw, sh, sw, ph, pw, dh, dw;
-  int64_t ho, wo;  // output size
-  int64_t mode;    // SanPadMode
-  LSA_HOST_DEVICE int64_t taps() const { return kh * kw; }
-  LSA_HOST_DEVICE int64_t positions() const { return ho * wo; }
+// `I` is the index type: int64_t on the host, int32_t in CUDA kernels when sizes allow.
+template <typename I>
+struct SanGeometryT {
+  I n, c, h, w;  // input (N, C, H, W)
+  I kh, kw, sh, sw, ph, pw, dh, dw;
+  I ho, wo;  // output size
+  I mode;    // SanPadMode
+  LSA_HOST_DEVICE I taps() const { return kh * kw; }
+  LSA_HOST_DEVICE I positions() const { return ho * wo; }
+  template <typename J>
+  SanGeometryT<J> cast() const {
+    return {J(n), J(c), J(h), J(w), J(kh), J(kw), J(sh), J(sw), J(ph), J(pw), J(dh), J(dw),
+            J(ho), J(wo), J(mode)};
+  }
 };
+using SanGeometry = SanGeometryT<int64_t>;
 
 // Real index read by virtual position v on an axis of length L, or -1 (zeros padding).
-LSA_HOST_DEVICE int64_t san_source(int64_t v, int64_t L, int64_t mode) {
+template <typename I>
+LSA_HOST_DEVICE I san_source(I v, I L, I mode) {
   if (v >= 0 && v < L) return v;
   if (mode == kSanZeros) return -1;
   if (v < 0) v = -v;
@@ -39,7 +48,8 @@ LSA_HOST_DEVICE int64_t san_source(int64_t v, int64_t L, int64_t mode) {
 // The virtual positions whose source is real index i (inverse of san_source):
 // i itself and, for reflect, its mirror images -i and 2(L-1)-i. Returns how many
 // were written to `out` (1 to 3). Used by the gather-form (CUDA) backward kernels.
-LSA_HOST_DEVICE int san_virtual_positions(int64_t i, int64_t L, int64_t mode, int64_t out[3]) {
+template <typename I>
+LSA_HOST_DEVICE int san_virtual_positions(I i, I L, I mode, I out[3]) {
   int n = 0;
   out[n++] = i;
   if (mode == kSanReflect) {
@@ -50,11 +60,11 @@ LSA_HOST_DEVICE int san_virtual_positions(int64_t i, int64_t L, int64_t mode, in
 }
 
 // The output index o whose tap t reads virtual position v, or -1 if there is none.
-LSA_HOST_DEVICE int64_t san_output_of(int64_t v, int64_t t, int64_t s, int64_t p, int64_t d,
-                                      int64_t out_len) {
-  const int64_t num = v + p - t * d;
+template <typename I>
+LSA_HOST_DEVICE I san_output_of(I v, I t, I s, I p, I d, I out_len) {
+  const I num = v + p - t * d;
   if (num < 0 || num % s != 0) return -1;
-  const int64_t o = num / s;
+  const I o = num / s;
   return o < out_len ? o : -1;
 }
 
