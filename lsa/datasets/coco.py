@@ -5,11 +5,14 @@ Layout written under ``out_dir``::
     train/000000.jpg ...            val/000000.jpg ...
     annotations/instances_train.json
     annotations/instances_val.json
+    semantic/train/000000.png ...   semantic/val/000000.png ...   (HTC's semantic branch)
 
 Each JSON has ``images``, ``categories`` (ids 1..K, names = the shape classes) and
 ``annotations`` with ``bbox`` ``[x, y, w, h]``, ``area``, ``iscrowd=0`` and
 ``segmentation`` as polygons. Use ``metainfo=dict(classes=<the class names>)`` in
-every mmdet dataloader.
+every mmdet dataloader. The ``semantic`` maps (uint8, shape class k -> k, background
+-> K = number of classes) serve HTC's semantic head as COCO-stuff maps do
+(``data_prefix=dict(img='train/', seg='semantic/train/')``).
 """
 from __future__ import annotations
 
@@ -28,13 +31,19 @@ DEFAULT_CLASSES = ('circle', 'square', 'triangle')
 def _coco_split(rng: np.random.Generator, out_dir: str, split: str, num: int,
                 size: tuple[int, int], classes: tuple[str, ...], max_objects: int) -> dict:
     img_dir = osp.join(out_dir, split)
+    sem_dir = osp.join(out_dir, 'semantic', split)
     os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(sem_dir, exist_ok=True)
     height, width = size
     images, annotations = [], []
     for i in range(num):
         image, instances = render_scene(rng, height, width, classes, max_objects=max_objects)
         file_name = f'{i:06d}.jpg'
         cv2.imwrite(osp.join(img_dir, file_name), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        semantic = np.full((height, width), len(classes), np.uint8)
+        for inst in instances:
+            semantic[inst.mask > 0] = inst.label
+        cv2.imwrite(osp.join(sem_dir, f'{i:06d}.png'), semantic)
         images.append(dict(id=i + 1, file_name=file_name, height=height, width=width))
         for inst in instances:
             polys = mask_to_polygons(inst.mask)
@@ -66,8 +75,8 @@ def make_coco_instances(out_dir: str, num_train: int = 64, num_val: int = 16, se
         max_objects: Most objects per image (at least one is drawn).
 
     Returns:
-        ``dict(data_root, classes, train_ann, val_ann, train_img, val_img)`` with the
-        annotation/image paths relative to ``data_root``.
+        ``dict(data_root, classes, train_ann, val_ann, train_img, val_img, train_seg,
+        val_seg)`` with the annotation/image/semantic paths relative to ``data_root``.
     """
     classes = check_classes(classes, 'make_coco_instances')
     if num_train < 1 or num_val < 1:
@@ -84,4 +93,5 @@ def make_coco_instances(out_dir: str, num_train: int = 64, num_val: int = 16, se
             json.dump(coco, f)
     return dict(data_root=out_dir, classes=classes,
                 train_ann='annotations/instances_train.json',
-                val_ann='annotations/instances_val.json', train_img='train/', val_img='val/')
+                val_ann='annotations/instances_val.json', train_img='train/', val_img='val/',
+                train_seg='semantic/train/', val_seg='semantic/val/')

@@ -85,6 +85,13 @@ def test_coco_layout_matches_the_rendered_masks(tmp_path):
         assert abs(int(mask.sum()) - ann['area']) <= 0.35 * ann['area'] + 4
         ys, xs = np.nonzero(mask)
         assert xs.min() >= x - 1 and xs.max() <= x + w and ys.min() >= y - 1 and ys.max() <= y + h
+        # The semantic map (HTC) holds the class index inside the object, K = 3 outside it.
+        sem = cv2.imread(str(tmp_path / info['train_seg'] / img['file_name'].replace(
+            '.jpg', '.png')), cv2.IMREAD_UNCHANGED)
+        inside = sem[mask > 0]
+        assert (inside == ann['category_id'] - 1).mean() > 0.9
+    sem = cv2.imread(str(tmp_path / 'semantic/val/000000.png'), cv2.IMREAD_UNCHANGED)
+    assert sem.shape == (64, 80) and set(np.unique(sem)) <= {0, 1, 2, 3} and 3 in sem
 
 
 def test_coco_layout_loads_in_mmdet(tmp_path):

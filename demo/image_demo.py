@@ -1,0 +1,69 @@
+"""Run a trained model on one image and draw its predictions with the toolbox's visualizer.
+
+::
+
+    python demo/image_demo.py IMG CONFIG CHECKPOINT --out-file OUT.png [--score-thr 0.3]
+
+Works for detection (boxes and masks), segmentation (class map overlay) and
+classification (the predicted label), chosen by the config's ``default_scope``.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+from mmengine.config import Config
+
+import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
+from lsa.runner_config import toolbox_of
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Draw a model\'s predictions on an image')
+    parser.add_argument('img', help='image file')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out-file', required=True, help='where to write the drawing')
+    parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--score-thr', type=float, default=0.3, help='det: box score threshold')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None):
+    args = parse_args(argv)
+    import mmcv
+
+    toolbox = toolbox_of(Config.fromfile(args.config))
+    image = mmcv.imread(args.img, channel_order='rgb')
+    if toolbox == 'mmdet':
+        from mmdet.apis import inference_detector, init_detector
+        from mmdet.registry import VISUALIZERS
+        model = init_detector(args.config, args.checkpoint, device=args.device)
+        result = inference_detector(model, args.img)
+        extra = dict(pred_score_thr=args.score_thr)
+    elif toolbox == 'mmseg':
+        from mmseg.apis import inference_model, init_model
+        from mmseg.registry import VISUALIZERS
+        model = init_model(args.config, args.checkpoint, device=args.device)
+        result = inference_model(model, args.img)
+        extra = dict(withLabels=True)
+    else:
+        from mmpretrain.apis import ImageClassificationInferencer, get_model
+        from mmpretrain.registry import VISUALIZERS
+        model = get_model(args.config, pretrained=args.checkpoint, device=args.device)
+        result = ImageClassificationInferencer(model, device=args.device)(
+            args.img, return_datasamples=True)[0]
+        extra = {}
+    visualizer = VISUALIZERS.build(model.cfg.visualizer)
+    visualizer.dataset_meta = model.dataset_meta
+    if toolbox == 'mmpretrain':
+        visualizer.visualize_cls(image, result, show=False, out_file=args.out_file)
+    else:
+        visualizer.add_datasample('result', image, data_sample=result, draw_gt=False,
+                                  show=False, out_file=args.out_file, **extra)
+    print(f'wrote {args.out_file}')
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,164 @@
+"""End to end through tools/: generate data, train, checkpoint, resume, test with --eval.
+
+Every task runs its real config (configs/{cls,det,seg}) shrunk by a tiny config in
+tests/e2e/configs/ on generated data, in subprocesses exactly as a user types the commands.
+Plus a 2-process CPU (gloo) run through tools/dist_train.sh / dist_test.sh and a shortened
+demo/run_demo.sh that must clear a bbox mAP floor.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lsa.datasets import make_ade20k, make_cls_folder, make_coco_instances
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / 'tests' / 'e2e' / 'configs'
+
+
+@pytest.fixture(scope='module')
+def data_env(tmp_path_factory) -> dict:
+    """Generate the three datasets once; the env the tiny configs read their paths from."""
+    root = tmp_path_factory.mktemp('e2e_data')
+    make_coco_instances(str(root / 'coco'), num_train=4, num_val=2)
+    ade = make_ade20k(str(root / 'ade'), num_train=4, num_val=2)
+    make_cls_folder(str(root / 'cls'), num_train=2, num_val=2, size=(64, 64))
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+               LSA_DEMO_COCO=f'{root / "coco"}/', LSA_E2E_ADE=ade['data_root'],
+               LSA_E2E_CLS=str(root / 'cls'))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
+    return env
+
+
+def run(args: list[str], env: dict, timeout: int = 600) -> str:
+    """Run a command from the repo root; fail with the output tail if it fails."""
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        pytest.fail(f'{" ".join(map(str, args))} exited {proc.returncode}:\n{out[-6000:]}')
+    return out
+
+
+def tool(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(REPO / 'tools' / name), *args]
+
+
+def load_ckpt(path: Path) -> dict:
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+def test_metrics(work_dir: Path) -> dict:
+    """The metrics mmengine's LoggerHook dumped for the test run in ``work_dir``."""
+    files = sorted(glob.glob(str(work_dir / '*' / '*.json')))
+    assert files, f'no metrics json in {work_dir}'
+    with open(files[-1]) as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+
+
+test_metrics.__test__ = False  # a helper, not a test
+
+# config, checkpoint unit ('epoch' or 'iter'), length of the first run (epochs or iters),
+# iterations it takes (cls: 3 classes x 2 images / batch 4; det: 4 images / batch 2),
+# --eval, expected metric keys
+TASKS = {
+    'cls_san': ('san10_tiny_cls.py', 'epoch', 1, 2, ['accuracy'], ['accuracy/top1']),
+    'mask_rcnn_lesa': ('mask_rcnn_lesa_tiny.py', 'epoch', 1, 2, ['bbox', 'segm'],
+                       ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP']),
+    'htc_lesa': ('htc_lesa_tiny.py', 'epoch', 1, 2, ['bbox', 'segm'],
+                 ['coco/bbox_mAP', 'coco/segm_mAP']),
+    'cascade_elsa_swin': ('cascade_mask_rcnn_elsa_swin_tiny.py', 'epoch', 1, 2,
+                          ['bbox', 'segm'], ['coco/bbox_mAP', 'coco/segm_mAP']),
+    'upernet_elsa_swin': ('upernet_elsa_swin_tiny.py', 'iter', 2, 2, ['mIoU'],
+                          ['mIoU', 'aAcc', 'mAcc']),
+}
+
+
+@pytest.mark.parametrize('task', list(TASKS))
+def test_train_resume_test(task, data_env, tmp_path):
+    cfg_name, unit, first, iters1, metrics, keys = TASKS[task]
+    cfg = str(CONFIGS / cfg_name)
+    work_dir = tmp_path / 'work'
+    length_key = 'train_cfg.max_epochs' if unit == 'epoch' else 'train_cfg.max_iters'
+
+    # 1. train and checkpoint
+    run(tool('train.py', cfg, '--work-dir', str(work_dir)), data_env)
+    ckpt1 = load_ckpt(work_dir / f'{unit}_{first}.pth')
+    assert ckpt1['meta']['iter'] == iters1
+    assert {'state_dict', 'optimizer', 'message_hub'} <= set(ckpt1)
+
+    # 2. resume from the latest checkpoint and train as long again: the count continues
+    out = run(tool('train.py', cfg, '--work-dir', str(work_dir), '--resume',
+                   '--cfg-options', f'{length_key}={2 * first}'), data_env)
+    assert re.search(rf'resumed epoch: {ckpt1["meta"]["epoch"]}, iter: {iters1}', out), out[-3000:]
+    ckpt2 = load_ckpt(work_dir / f'{unit}_{2 * first}.pth')
+    assert ckpt2['meta']['iter'] == 2 * iters1
+    if unit == 'epoch':
+        assert ckpt2['meta']['epoch'] == 2
+    # nothing lost: the loss history of the first run was carried into the resumed one
+    losses = ckpt2['message_hub']['log_scalars']['train/loss'].data[0]
+    assert len(losses) == 2 * iters1
+    first_losses = ckpt1['message_hub']['log_scalars']['train/loss'].data[0]
+    assert losses[:iters1].tolist() == first_losses.tolist()
+    # and the weights moved on from the resumed ones
+    moved = [k for k, v in ckpt2['state_dict'].items()
+             if v.is_floating_point() and not torch.equal(v, ckpt1['state_dict'][k])]
+    assert moved
+
+    # 3. test with the OpenMMLab 2.x --eval spelling
+    test_dir = tmp_path / 'test'
+    run(tool('test.py', cfg, str(work_dir / f'{unit}_{2 * first}.pth'), '--work-dir',
+             str(test_dir), '--eval', *metrics), data_env)
+    result = test_metrics(test_dir)
+    for key in keys:
+        assert key in result, (key, result)
+        value = result[key]
+        lo, hi = (0.0, 100.0) if task in ('cls_san', 'upernet_elsa_swin') else (-1.0, 1.0)
+        assert lo <= value <= hi, (key, value)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_dist_train_and_test_two_cpu_processes(data_env, tmp_path):
+    cfg = str(CONFIGS / 'san10_tiny_cls.py')
+    env = dict(data_env, PYTHON=sys.executable, PORT=str(_free_port()))
+    out = run(['bash', str(REPO / 'tools' / 'dist_train.sh'), cfg, '2', '--work-dir',
+               str(tmp_path / 'work')], env)
+    assert 'Distributed training: True' in out and re.search(r'GPU number: 2', out)
+    ckpt = load_ckpt(tmp_path / 'work' / 'epoch_1.pth')
+    # 3 classes x 2 images = 6 images over 2 ranks with batch 4 each: 1 iteration per epoch
+    assert ckpt['meta']['iter'] == 1
+    env['PORT'] = str(_free_port())
+    run(['bash', str(REPO / 'tools' / 'dist_test.sh'), cfg, str(tmp_path / 'work' / 'epoch_1.pth'),
+         '2', '--work-dir', str(tmp_path / 'test'), '--eval', 'accuracy'], env)
+    assert 0.0 <= test_metrics(tmp_path / 'test')['accuracy/top1'] <= 100.0
+
+
+#: bbox mAP the shortened demo must reach (chance is ~0; see docs/train_test.md).
+DEMO_BBOX_MAP_FLOOR = 0.05
+
+
+def test_shortened_demo_learns(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHON=sys.executable,
+               LSA_DEMO_DATA=str(tmp_path / 'data'), LSA_DEMO_WORK_DIR=str(tmp_path / 'work'),
+               LSA_DEMO_EPOCHS='6', LSA_DEMO_NUM_TRAIN='32', LSA_DEMO_NUM_VAL='8')
+    out = run(['bash', str(REPO / 'demo' / 'run_demo.sh')], env, timeout=900)
+    result = test_metrics(tmp_path / 'work' / 'test')
+    assert result['coco/bbox_mAP'] >= DEMO_BBOX_MAP_FLOOR, out[-3000:]
+    assert result['coco/segm_mAP'] > 0.0
+    assert re.search(r'bbox_mAP\s+0\.\d+', out)
+    assert (tmp_path / 'work' / 'demo_predictions.png').stat().st_size > 1000
