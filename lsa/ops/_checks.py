@@ -45,3 +45,17 @@ def positive_int(op: str, name: str, v: object, minimum: int = 1) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         raise ValueError(f'{op}: {name} must be an int >= {minimum}, got {v!r}')
     return v
+
+
+def autocast_inputs(*tensors: Tensor) -> tuple:
+    """Under ``torch.autocast``, cast floating tensors to the autocast dtype (as conv does):
+    AMP hands an op fp16/bf16 activations next to float32 ones (e.g. after a softmax).
+    Outside autocast the tensors are returned unchanged."""
+    t0 = tensors[0]
+    if not isinstance(t0, Tensor) or t0.device.type not in ('cpu', 'cuda'):
+        return tensors
+    if not torch.is_autocast_enabled(t0.device.type):
+        return tensors
+    dtype = torch.get_autocast_dtype(t0.device.type)
+    return tuple(t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
+                 for t in tensors)

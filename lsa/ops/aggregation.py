@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from lsa.types import IntOr2Tuple
 
-from ._checks import check_device_dtype, check_same, check_tensor
+from ._checks import autocast_inputs, check_device_dtype, check_same, check_tensor
 from ._ext import HAS_EXT
 from ._san_args import check_geometry, out_size, san_geometry, use_kernels
 from .reference.san import aggregation_ref
@@ -40,11 +40,13 @@ def aggregation(input: Tensor, weight: Tensor, kernel_size: IntOr2Tuple,
         (N, C, Ho, Wo), ``Ho = (H + 2p - d(k-1) - 1) // s + 1``.
 
     Dtypes: float32/float64/float16/bfloat16 (accumulation in fp32 for the 16-bit
-    types); devices: CPU and CUDA. Reference: :func:`lsa.ops.reference.aggregation_ref`.
+    types; under ``torch.autocast`` both inputs are cast to the autocast dtype);
+    devices: CPU and CUDA. Reference: :func:`lsa.ops.reference.aggregation_ref`.
     """
     op = 'aggregation'
     check_tensor(op, 'input', input, 4)
     check_tensor(op, 'weight', weight, 4)
+    input, weight = autocast_inputs(input, weight)
     check_same(op, input=input, weight=weight)
     check_device_dtype(op, input)
     geom = san_geometry(op, kernel_size, stride, padding, dilation, pad_mode)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from lsa.types import IntOr2Tuple
 
-from ._checks import check_device_dtype, check_same, check_tensor
+from ._checks import autocast_inputs, check_device_dtype, check_same, check_tensor
 from ._ext import HAS_EXT
 from ._san_args import check_geometry, out_size, san_geometry, use_kernels
 from .reference.san import subtraction2_ref
@@ -40,12 +40,14 @@ def subtraction2(input1: Tensor, input2: Tensor, kernel_size: IntOr2Tuple,
     Returns:
         (N, C, kh*kw, Ho*Wo).
 
-    Dtypes: float32/float64/float16/bfloat16; devices: CPU and CUDA.
+    Dtypes: float32/float64/float16/bfloat16 (under ``torch.autocast`` the inputs are cast
+    to the autocast dtype); devices: CPU and CUDA.
     Reference: :func:`lsa.ops.reference.subtraction2_ref`.
     """
     op = 'subtraction2'
     check_tensor(op, 'input1', input1, 4)
     check_tensor(op, 'input2', input2, 4)
+    input1, input2 = autocast_inputs(input1, input2)
     check_same(op, input1=input1, input2=input2)
     check_device_dtype(op, input1)
     if input1.shape != input2.shape:
@@ -63,6 +65,7 @@ def subtraction(input: Tensor, kernel_size: IntOr2Tuple, stride: IntOr2Tuple = 1
     """
     op = 'subtraction'
     check_tensor(op, 'input', input, 4)
+    (input,) = autocast_inputs(input)
     check_device_dtype(op, input)
     return _subtraction2(op, input, input, kernel_size, stride, padding, dilation, pad_mode)
 

@@ -145,6 +145,17 @@ def test_non_contiguous_inputs():
                                aggregation(x, w, 5, padding=2), rtol=0, atol=0)
 
 
+def test_autocast_runs_in_the_autocast_dtype():
+    """AMP hands the op bf16 values next to a float32 softmax: both run in bf16."""
+    x, w = make_inputs(3, 1, 1, 1, 5, 6, dtype=torch.float32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = aggregation(x.bfloat16(), w.softmax(2), 3, 1, 1, 1, 'reflect')
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(
+        y, aggregation(x.bfloat16(), w.softmax(2).bfloat16(), 3, 1, 1, 1, 'reflect'),
+        rtol=0, atol=0)
+
+
 def test_module_wrapper():
     x, w = make_inputs(3, 1, 1, 1, 5, 6)
     m = Aggregation(3, padding=1, pad_mode='reflect')
