@@ -1,10 +1,13 @@
 """Official LocalViT checkpoints (ofsoundof/LocalViT, DeiT-style ``{'model': ...}``) -> lsa.
 
 The output is an mmpretrain ``ImageClassifier`` state dict: ``backbone.*`` for the lsa
-backbone (``lsa.LocalViT``/``LocalViTPVT``/``LocalViTTNT``/``LocalViTSwin``) and
+backbone (``lsa.LocalViT``/``LocalViTPVT``/``LocalViTTNT``/``LocalViTSwin``/``LocalViTT2T``) and
 ``head.fc.*`` for the ``LinearClsHead``. Only the locality feed-forward is renamed:
 the official ``<blk>.conv.conv.<i>`` Sequential indices become named modules
-``<blk>.ffn.<name>``; the index shift when SE/ECA is absent is handled.
+``<blk>.ffn.<name>``; the index shift when SE/ECA is absent is handled. T2T keeps every
+other name, including the random performer matrices ``tokens_to_token.attention{1,2}.w``
+and the sinusoidal ``pos_embed`` (both loaded from the file, never regenerated) and the
+unused ``norm2`` of the token layers.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ ARCHS = {
     'localvit-pvt': ('LocalViTPVT', dict(arch='tiny', out_type='cls_token', out_indices=3)),
     'localvit-tnt': ('LocalViTTNT', dict(arch='tiny')),
     'localvit-swin': ('LocalViTSwin', dict(arch='tiny', out_indices=3)),
+    'localvit-t2t': ('LocalViTT2T', dict(arch='t2t-7')),
 }
 # Swin host: official buffers that lsa recomputes (dropped), and renamed containers.
 _SWIN_DROP = re.compile(r'^layers\.\d+\.blocks\.\d+\.(attn_mask|attn\.relative_position_index)$')
@@ -117,6 +121,8 @@ def detect_arch(state_dict: Mapping[str, Tensor]) -> str:
     """Guess the published model from an official state dict (see :data:`ARCHS`)."""
     if 'pixel_pos' in state_dict:
         return 'localvit-tnt'
+    if 'tokens_to_token.attention1.w' in state_dict:
+        return 'localvit-t2t'
     if 'pos_embed1' in state_dict:
         return 'localvit-pvt'
     if any(k.startswith('layers.') for k in state_dict):
@@ -129,7 +135,7 @@ def detect_arch(state_dict: Mapping[str, Tensor]) -> str:
         if dim == 192 and se is not None:
             return 'localvit-t' if se.shape[0] == 4 else 'localvit-t-se4'
     raise ValueError('convert_localvit: cannot recognise this checkpoint as a released LocalViT '
-                     'model (T, T-SE4, S, PVT, TNT, Swin); pass --arch explicitly if it is one')
+                     'model (T, T-SE4, S, PVT, TNT, Swin, T2T); pass --arch explicitly if it is one')
 
 
 def build_reference(arch: str, num_classes: int = 1000):

@@ -17,6 +17,7 @@ from .lesa_resnet import LESAResNet
 from .localvit import LocalViT
 from .localvit_pvt import LocalViTPVT
 from .localvit_swin import LocalViTSwin
+from .localvit_t2t import LocalViTT2T
 from .localvit_tnt import LocalViTTNT
 from .san import SAN
 from .swin import SwinHost
@@ -24,5 +25,5 @@ from .swin import SwinHost
 __all__ = ['BaseLSABackbone']
 __all__ += ['LESAResNet']
 __all__ += ['SAN']
-__all__ += ['LocalViT', 'LocalViTPVT', 'LocalViTTNT', 'LocalViTSwin']
+__all__ += ['LocalViT', 'LocalViTPVT', 'LocalViTTNT', 'LocalViTSwin', 'LocalViTT2T']
 __all__ += ['ELSASwin', 'SwinHost']
