@@ -1,0 +1,60 @@
+"""tools/*.py command lines on real configs, in process (no training)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CFG = str(REPO / 'configs/det/demo/mask_rcnn_lesa_tiny_demo.py')
+
+
+def _load(rel: str):
+    spec = importlib.util.spec_from_file_location(Path(rel).stem, REPO / rel)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_test_py_maps_eval_onto_the_demo_config(tmp_path):
+    test_py = _load('tools/test.py')
+    args = test_py.parse_args([DEMO_CFG, 'ckpt.pth', '--eval', 'segm', '--work-dir',
+                               str(tmp_path), '--show-dir', str(tmp_path / 'vis')])
+    cfg = test_py.build_cfg(args)
+    assert cfg.test_evaluator.type == 'CocoMetric'
+    assert cfg.test_evaluator.metric == ['segm']
+    assert cfg.test_evaluator.ann_file.endswith('annotations/instances_val.json')
+    assert cfg.load_from == 'ckpt.pth' and cfg.work_dir == str(tmp_path)
+    assert cfg.default_hooks.visualization.draw is True
+    with pytest.raises(ValueError, match=r"unknown metric 'mIoU' for a mmdet config"):
+        test_py.build_cfg(test_py.parse_args([DEMO_CFG, 'ckpt.pth', '--eval', 'mIoU']))
+    with pytest.raises(ValueError, match=r'--out must be a \.pkl file'):
+        test_py.build_cfg(test_py.parse_args([DEMO_CFG, 'ckpt.pth', '--out', 'x.json']))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only adaptation')
+def test_train_py_cpu_launcher_and_resume(tmp_path):
+    train_py = _load('tools/train.py')
+    args = train_py.parse_args([DEMO_CFG, '--launcher', 'pytorch', '--resume', '--cfg-options',
+                                'train_cfg.max_epochs=3'])
+    cfg = train_py.build_cfg(args)
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.device_ids is None
+    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.train_cfg.max_epochs == 3
+    assert cfg.work_dir == './work_dirs/mask_rcnn_lesa_tiny_demo'
+    with pytest.raises(ValueError, match='--amp needs a CUDA device'):
+        train_py.build_cfg(train_py.parse_args([DEMO_CFG, '--amp']))
+
+
+def test_get_flops_on_the_demo_detector(capsys):
+    info = _load('tools/analysis_tools/get_flops.py').main([DEMO_CFG, '--shape', '96', '128'])
+    out = capsys.readouterr().out
+    assert 'Input shape: (96, 128)' in out and 'Flops:' in out
+    # same parameter count as the model itself
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+    init_default_scope('mmdet')
+    model = MODELS.build(Config.fromfile(DEMO_CFG).model)
+    assert info['params'] == sum(p.numel() for p in model.parameters())
+    assert info['flops'] > 1e8
