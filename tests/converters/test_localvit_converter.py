@@ -54,7 +54,7 @@ def test_official_tiny_layout_keys_and_shapes():
 
 
 @pytest.mark.parametrize('arch', ['localvit-t', 'localvit-pvt', 'localvit-tnt',
-                                  'localvit-swin'])
+                                  'localvit-swin', 'localvit-t2t'])
 def test_round_trip_same_outputs(arch):
     backbone, sd = _random_classifier(arch)
     off = localvit_to_official(sd)
@@ -121,3 +121,40 @@ def test_cli(tmp_path):
     assert saved['state_dict'].keys() == sd.keys()
     for k, v in sd.items():
         torch.testing.assert_close(saved['state_dict'][k], v)
+
+
+def test_official_t2t_layout_keeps_w_and_pos_embed():
+    # keys written from the spec (B6), LocalViT-T2T-7: token LFFs without SE (index shift),
+    # encoder LFFs with SE hidden 4; w / pos_embed / unused norm2 kept verbatim
+    _, sd = _random_classifier('localvit-t2t')
+    a1 = 'tokens_to_token.attention1'
+    sd = dict(sd)
+    sd[f'backbone.{a1}.w'] = torch.randn(32, 64)  # a "trained" random matrix
+    sd['backbone.pos_embed'] = torch.randn(1, 197, 256)
+    off = localvit_to_official(sd)
+    expect = {
+        'cls_token': (1, 1, 256), 'pos_embed': (1, 197, 256), f'{a1}.w': (32, 64),
+        'tokens_to_token.attention2.w': (32, 64), f'{a1}.kqv.weight': (192, 147),
+        'tokens_to_token.attention2.kqv.weight': (192, 576), f'{a1}.kqv.bias': (192,),
+        f'{a1}.proj.weight': (64, 64), f'{a1}.norm1.weight': (147,), f'{a1}.norm2.bias': (64,),
+        f'{a1}.conv.conv.0.weight': (64, 64, 1, 1), f'{a1}.conv.conv.1.running_mean': (64,),
+        f'{a1}.conv.conv.3.weight': (64, 1, 3, 3), f'{a1}.conv.conv.4.weight': (64,),
+        f'{a1}.conv.conv.6.weight': (64, 64, 1, 1), f'{a1}.conv.conv.7.bias': (64,),
+        'tokens_to_token.project.weight': (256, 576), 'blocks.0.norm1.weight': (256,),
+        'blocks.6.attn.qkv.weight': (768, 256), 'blocks.0.attn.proj.bias': (256,),
+        'blocks.0.conv.conv.0.weight': (512, 256, 1, 1), 'blocks.0.conv.conv.6.fc.0.weight': (4, 512),
+        'blocks.6.conv.conv.7.weight': (256, 512, 1, 1), 'blocks.6.conv.conv.8.bias': (256,),
+        'norm.weight': (256,), 'head.weight': (1000, 256),
+    }
+    for k, shape in expect.items():
+        assert tuple(off[k].shape) == shape, k
+    assert f'{a1}.conv.conv.8.weight' not in off and 'blocks.0.attn.qkv.bias' not in off
+    assert not any('.mlp.' in k for k in off) and len(off) == len(sd)
+    assert detect_arch(off) == 'localvit-t2t'
+    out, _ = convert_checkpoint({'model': off})
+    assert torch.equal(out[f'backbone.{a1}.w'], sd[f'backbone.{a1}.w'])
+    assert torch.equal(out['backbone.pos_embed'], sd['backbone.pos_embed'])
+    fresh, _ = build_reference('localvit-t2t')
+    fresh.load_state_dict({k[9:]: v for k, v in out.items() if k.startswith('backbone.')})
+    assert torch.equal(fresh.tokens_to_token.attention1.w, sd[f'backbone.{a1}.w'])
+    assert not fresh.tokens_to_token.attention1.w.requires_grad  # loading keeps it fixed

@@ -154,6 +154,8 @@ CLASSIFIERS = [
                          out_indices=3), 13_229_288),
     ('LocalViTTNT', dict(arch='tiny', ffn_cfg=dict(type='lsa.Mlp')), 6_069_784),
     ('LocalViTTNT', dict(arch='small'), 24_137_848),
+    ('LocalViTT2T', dict(), 4_385_386),
+    ('LocalViTT2T', dict(ffn_cfg=dict(type='lsa.Mlp')), 4_310_222),  # T2T-ViT-7
 ]
 
 
@@ -231,6 +233,8 @@ def test_pos_embed_used_at_native_size_and_interpolated_elsewhere():
     ('LocalViT', dict(arch=dict(embed_dims=32, depth=3, num_heads=2, mlp_ratio=2,
                                 se_channels=4)), 3),
     ('LocalViTPVT', dict(), 4),
+    ('LocalViTT2T', dict(arch=dict(embed_dims=32, depth=3, num_heads=2, mlp_ratio=2,
+                                   se_channels=4), token_dims=16), 3),
 ])
 def test_frozen_stages_and_norm_eval(name, kw, n_stages):
     m = MODELS.build(dict(type=f'lsa.{name}', frozen_stages=1, norm_eval=True, **kw))
@@ -258,6 +262,8 @@ def test_frozen_stages_and_norm_eval(name, kw, n_stages):
     ('LocalViTTNT', dict(arch=dict(embed_dims=24, inner_dims=6, depth=2, num_heads=2,
                                    inner_num_heads=2, mlp_ratio=2, se_channels=4),
                          img_size=32)),
+    ('LocalViTT2T', dict(arch=dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2,
+                                   se_channels=4), token_dims=16, img_size=32)),
 ])
 def test_with_cp_same_result(name, kw):
     torch.manual_seed(3)
@@ -292,6 +298,7 @@ CONFIG_COUNTS = {
     'localvit-small_8xb128_in1k.py': 22_433_176, 'localvit-pvt-tiny_8xb128_in1k.py': 13_456_152,
     'localvit-tnt-tiny_8xb128_in1k.py': 6_261_064,
     'localvit-swin-tiny_8xb128_in1k.py': 29_079_010,
+    'localvit-t2t-7_8xb128_in1k.py': 4_385_386,
 }
 
 
@@ -336,3 +343,122 @@ def test_swin_host_lff_wiring_multiscale_and_baseline_count():
     base = MODELS.build(dict(type='lsa.LocalViTSwin', ffn_cfg=dict(type='lsa.Mlp'),
                              out_indices=3))
     assert nparams(base) + 768 * 1000 + 1000 == 28_288_354
+
+
+# ---------------------------------------------------------------------------------------------
+# LocalViT-T2T (spec B3.5, B3.6, B6): performer token layers, sinusoid, any input size.
+
+T2T_SMALL = dict(type='lsa.LocalViTT2T', arch=dict(embed_dims=32, depth=2, num_heads=2,
+                                                   mlp_ratio=2, se_channels=4), token_dims=16)
+
+
+def test_t2t_trainable_counts_and_lff_wiring():
+    m = MODELS.build(dict(type='lsa.LocalViTT2T'))
+    head = 256 * 1000 + 1000
+    # official main.py prints 4,330,858: lsa also freezes the two unused norm2 (2 x 128)
+    assert sum(p.numel() for p in m.parameters() if p.requires_grad) + head == 4_330_858 - 256
+    for layer, dim in [(m.tokens_to_token.attention1, 147), (m.tokens_to_token.attention2, 576)]:
+        assert layer.kqv.weight.shape == (192, dim) and layer.w.shape == (32, 64)
+        assert isinstance(layer.ffn, LocalityFeedForward)
+        assert layer.ffn.hidden_features == 64 and (layer.ffn.act_name, layer.ffn.attn_name) == (
+            'hswish', None)
+        assert not layer.w.requires_grad and not any(
+            p.requires_grad for p in layer.norm2.parameters())
+        # w = orthogonal rows scaled by sqrt(m)
+        torch.testing.assert_close(layer.w @ layer.w.T, 32 * torch.eye(32), atol=1e-4, rtol=0)
+    assert not m.pos_embed.requires_grad and m.pos_embed.shape == (1, 197, 256)
+    assert m.tokens_to_token.project.weight.shape == (256, 576)
+    for blk in m.blocks:
+        assert isinstance(blk.ffn, LocalityFeedForward) and blk.norm2 is None
+        assert blk.ffn.hidden_features == 512 and blk.ffn.attn.fc1.out_features == 4
+        assert blk.attn.qkv.bias is None and blk.norm1.eps == 1e-5
+    base = MODELS.build(dict(type='lsa.LocalViTT2T', ffn_cfg=dict(type='lsa.Mlp')))
+    assert sum(p.numel() for p in base.parameters() if p.requires_grad) + head == 4_255_694
+    assert all(p.requires_grad for p in base.tokens_to_token.attention1.norm2.parameters())
+
+
+def test_t2t_sinusoid_table_matches_formula():
+    m = MODELS.build(dict(type='lsa.LocalViTT2T'))
+    pos = torch.arange(197, dtype=torch.float64)[:, None]
+    j = torch.arange(256, dtype=torch.float64)
+    angle = pos / 10000 ** (2 * torch.div(j, 2, rounding_mode='floor') / 256)
+    ref = torch.empty(197, 256, dtype=torch.float64)
+    ref[:, 0::2], ref[:, 1::2] = torch.sin(angle[:, 0::2]), torch.cos(angle[:, 1::2])
+    torch.testing.assert_close(m.pos_embed[0], ref.float())
+
+
+def performer_reference(layer, x, hw):
+    """One official token layer from the spec, in einsum form (eval mode, LFF wiring)."""
+    z = F.layer_norm(x, x.shape[-1:], layer.norm1.weight, layer.norm1.bias)
+    k, q, v = (z @ layer.kqv.weight.T + layer.kqv.bias).split(layer.out_dim, -1)
+    m = layer.w.shape[0]
+
+    def phi(t):
+        return torch.exp(torch.einsum('btd,md->btm', t, layer.w)
+                         - (t * t).sum(-1, keepdim=True) / 2) / math.sqrt(m)
+
+    kp, qp = phi(k), phi(q)
+    d = torch.einsum('btm,bm->bt', qp, kp.sum(1))[..., None]
+    y = torch.einsum('btm,bdm->btd', qp, torch.einsum('btd,btm->bdm', v, kp)) / (d + 1e-8)
+    y = v + y @ layer.proj.weight.T + layer.proj.bias
+    grid = y.transpose(1, 2).reshape(y.shape[0], -1, *hw)
+    return y + lff_reference(grid, layer.ffn, 'hs').flatten(2).transpose(1, 2)
+
+
+def test_t2t_performer_layer_matches_restatement_and_soft_splits():
+    m = randomize_bn(MODELS.build(T2T_SMALL)).eval()
+    t2t = m.tokens_to_token
+    with torch.no_grad():
+        for layer in (t2t.attention1, t2t.attention2):
+            layer.norm1.weight.normal_(1, 0.3)
+            layer.kqv.bias.normal_(0, 0.3)
+            layer.norm2.weight.fill_(5.0)  # unused: must not change anything
+    x = torch.randn(2, 3, 45, 38)
+    with torch.no_grad():
+        # soft split 0: unfold(7, stride 4, pad 2) -> (11, 9) grid for 45 x 38
+        tok = F.unfold(x, 7, padding=2, stride=4).transpose(1, 2)
+        assert tok.shape == (2, 11 * 9, 147)
+        a1 = performer_reference(t2t.attention1, tok, (11, 9))
+        torch.testing.assert_close(t2t.attention1(tok, (11, 9)), a1, atol=1e-5, rtol=1e-5)
+        tok = F.unfold(a1.transpose(1, 2).reshape(2, 16, 11, 9), 3, padding=1, stride=2)
+        a2 = performer_reference(t2t.attention2, tok.transpose(1, 2), (6, 5))
+        tok = F.unfold(a2.transpose(1, 2).reshape(2, 16, 6, 5), 3, padding=1, stride=2)
+        ref = tok.transpose(1, 2) @ t2t.project.weight.T + t2t.project.bias
+        out, hw = t2t(x)
+    assert hw == (3, 3)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_t2t_forward_224_other_sizes_and_pos_embed_interpolation():
+    m = MODELS.build(dict(type='lsa.LocalViTT2T')).eval()
+    with torch.no_grad():
+        assert m(torch.randn(2, 3, 224, 224))[0].shape == (2, 256)
+    small = MODELS.build(dict(T2T_SMALL, img_size=64, out_type='featmap',
+                              out_indices=(0, 1))).eval()
+    assert small.patch_resolution == (4, 4) and small.out_strides == (16, 16)
+    x = torch.randn(1, 3, 100, 75)  # -> 25 x 19 -> 13 x 10 -> 7 x 5 tokens
+    with torch.no_grad():
+        outs = small(x)
+        assert [o.shape for o in outs] == [torch.Size([1, 32, 7, 5])] * 2
+        # the stored 4x4 sinusoid grid is interpolated bicubically (class slot kept)
+        tok, hw = small.tokens_to_token(x)
+        grid = small.pos_embed[:, 1:].reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(7, 5), mode='bicubic', align_corners=False)
+        pos = torch.cat([small.pos_embed[:, :1], grid.flatten(2).transpose(1, 2)], 1)
+        t = torch.cat([small.cls_token, tok], 1) + pos
+        for blk in small.blocks:
+            t = blk(t, hw)
+        t = small.norm(t)
+        torch.testing.assert_close(outs[1], t[:, 1:].transpose(1, 2).reshape(1, 32, 7, 5))
+        # at the native size the fixed table is used as is (and it matters)
+        x64 = torch.randn(1, 3, 64, 64)
+        y = small(x64)[1]
+        assert y.shape == (1, 32, 4, 4)
+        small.pos_embed[:, 1:] += 1.0
+        assert not torch.allclose(small(x64)[1], y)
+    cls = MODELS.build(dict(T2T_SMALL, img_size=64)).eval()
+    assert cls(torch.randn(2, 3, 80, 48))[0].shape == (2, 32)
+    with pytest.raises(ValueError, match="LocalViTT2T: out_type"):
+        MODELS.build(dict(T2T_SMALL, out_type='avg'))
+    with pytest.raises(ValueError, match='LocalViTT2T: unknown arch'):
+        MODELS.build(dict(type='lsa.LocalViTT2T', arch='t2t-14'))
