@@ -30,7 +30,7 @@ model = dict(
         dcn=dict(type='DCN', deform_groups=1, fallback_on_stride=False),
         stage_with_dcn=(False, True, True, True),
         out_indices=(0, 1, 2, 3),
-        frozen_stages=0,  # stem + c2 (mmdet's frozen_stages=1)
+        frozen_stages=1,  # stem + c2, as mmdet's ResNet
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     neck=dict(in_channels=[256, 512, 1024, 2048]))

@@ -25,7 +25,7 @@ model = dict(
         arch='san19',
         sa_type='patchwise',
         out_indices=(1, 2, 3, 4),
-        frozen_stages=1,
+        frozen_stages=2,
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
     neck=dict(in_channels=[256, 512, 1024, 2048]))

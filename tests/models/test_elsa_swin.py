@@ -193,12 +193,12 @@ def test_elsa_in_all_four_stages_runs():
 
 def test_frozen_stages_norm_eval_with_cp():
     torch.manual_seed(0)
-    a = ELSASwin(arch=MINI, drop_path_rate=0.0, frozen_stages=0, norm_eval=True)
+    a = ELSASwin(arch=MINI, drop_path_rate=0.0, frozen_stages=1, norm_eval=True)
     a.train()
     assert not a.patch_embed.training and not a.stages[0].training and not a.norm0.training
     assert all(not p.requires_grad for p in a.stages[0].parameters())
     assert all(p.requires_grad for p in a.stages[1].parameters())
-    b = ELSASwin(arch=MINI, drop_path_rate=0.0, frozen_stages=0, with_cp=True)
+    b = ELSASwin(arch=MINI, drop_path_rate=0.0, frozen_stages=1, with_cp=True)
     b.load_state_dict(a.state_dict())
     b.train()
     x = torch.randn(2, 3, 36, 52)

@@ -237,7 +237,7 @@ def test_pos_embed_used_at_native_size_and_interpolated_elsewhere():
                                    se_channels=4), token_dims=16), 3),
 ])
 def test_frozen_stages_and_norm_eval(name, kw, n_stages):
-    m = MODELS.build(dict(type=f'lsa.{name}', frozen_stages=1, norm_eval=True, **kw))
+    m = MODELS.build(dict(type=f'lsa.{name}', frozen_stages=2, norm_eval=True, **kw))
     m.train()
     frozen = [m.stage_modules(0), m.stage_modules(1)] + ([m.stem_modules()])
     for mods in frozen:

@@ -298,7 +298,7 @@ def test_backbone_bad_arch():
 
 
 def test_frozen_stages():
-    model = SAN(arch=TINY, frozen_stages=1, out_indices=(1, 2, 3, 4))
+    model = SAN(arch=TINY, frozen_stages=2, out_indices=(1, 2, 3, 4))
     model.train()
     frozen = [model.stem, model.stages[0], model.stages[1]]
     for mod in frozen:

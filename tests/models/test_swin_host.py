@@ -176,7 +176,7 @@ def test_host_ffn_swap_options():
 
 
 def test_host_frozen_stages_and_norm_eval():
-    m = SwinHost(arch=TINY, frozen_stages=1, norm_eval=True, out_indices=(0, 1, 2, 3))
+    m = SwinHost(arch=TINY, frozen_stages=2, norm_eval=True, out_indices=(0, 1, 2, 3))
     m.train()
     frozen = [m.patch_embed, m.stages[0], m.stages[1], m.norm0, m.norm1]
     for mod in frozen:

@@ -6,9 +6,9 @@ tuple with one NCHW map per entry of ``out_indices``; ``out_channels`` and
 constructor arguments only:
 
 - ``out_indices``: which stages to return (negative indices count from the end).
-- ``frozen_stages``: stages ``0..frozen_stages`` (plus the stem, stage -1 being
-  the stem alone) are set to eval mode and get ``requires_grad=False``; -1
-  freezes nothing.
+- ``frozen_stages``: as in mmdet/mmpretrain: -1 freezes nothing, 0 the stem
+  (patch embedding) alone, ``k`` the stem and the first ``k`` stages; frozen
+  parts are kept in eval mode with ``requires_grad=False``.
 - ``norm_eval``: keep every BatchNorm in eval mode during training.
 - ``with_cp``: gradient checkpointing of the blocks (same outputs).
 """
@@ -56,8 +56,8 @@ class BaseLSABackbone(BaseModule):
                 raise ValueError(f'{type(self).__name__}: out_indices entries must be ints in '
                                  f'[{-n}, {n - 1}] ({n} stages), got {tuple(out_indices)}')
             norm.append(i % n)
-        if not -1 <= self.frozen_stages < n:
-            raise ValueError(f'{type(self).__name__}: frozen_stages must be in [-1, {n - 1}], '
+        if not -1 <= self.frozen_stages <= n:
+            raise ValueError(f'{type(self).__name__}: frozen_stages must be in [-1, {n}], '
                              f'got {self.frozen_stages}')
         self.out_indices = tuple(norm)
         self.stage_channels = tuple(stage_channels)
@@ -78,14 +78,14 @@ class BaseLSABackbone(BaseModule):
         return []
 
     def stage_modules(self, i: int) -> list[nn.Module]:
-        """Modules that make up stage ``i`` (frozen by ``frozen_stages >= i``)."""
+        """Modules that make up stage ``i`` (frozen by ``frozen_stages > i``)."""
         raise NotImplementedError
 
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
             return []
         mods = list(self.stem_modules())
-        for i in range(self.frozen_stages + 1):
+        for i in range(self.frozen_stages):
             mods += list(self.stage_modules(i))
         return mods
 

@@ -114,8 +114,8 @@ class LESAResNet(BaseLSABackbone):
         stage_with_dcn: Per stage, whether its 3x3 convs (and LESA local convs) are
             deformable (released detection: ``(False, True, True, True)``).
         out_indices: Stages to return (strides 4, 8, 16, 16/32).
-        frozen_stages: -1 none; ``i`` freezes the stem and stages ``0..i`` (mmdet's
-            ``frozen_stages=1`` is ``frozen_stages=0`` here).
+        frozen_stages: -1 none; 0 the stem; ``k`` the stem and the first ``k``
+            stages (as mmdet's ResNet: 1 = stem + c2).
         norm_eval: Keep all BNs (the LESA ones included) in eval mode when training.
         with_cp: Gradient-checkpoint every bottleneck (same outputs).
         zero_init_residual: Zero the last BN of each bottleneck at construction.

@@ -92,7 +92,7 @@ class TokenParamsFreezeMixin:
 
     def _freeze_stages(self) -> None:
         super()._freeze_stages()
-        for i in range(-1, self.frozen_stages + 1) if self.frozen_stages >= 0 else ():
+        for i in range(-1, self.frozen_stages) if self.frozen_stages >= 0 else ():
             for p in self.stage_params(i):
                 p.requires_grad = False
 

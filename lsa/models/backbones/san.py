@@ -78,7 +78,7 @@ class SAN(BaseLSABackbone):
             ``in_channels``, ``out_channels`` and ``kernel_size``). Swap the attention
             by giving another registered type here.
         out_indices: Stages to return. Default ``(4,)``, the last stage.
-        frozen_stages: Freeze the stem and stages ``0..frozen_stages`` (-1: none).
+        frozen_stages: -1 none; 0 the stem; ``k`` the stem and stages ``0..k-1``.
         norm_eval: Keep BatchNorm layers in eval mode while training.
         with_cp: Gradient checkpointing per block (same outputs, less memory).
         init_cfg: mmengine init config (e.g. ``dict(type='Pretrained', ...)``).
