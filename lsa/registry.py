@@ -9,8 +9,22 @@ as ``type='lsa.ClassName'`` once ``lsa.models`` is importable (the
 """
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
+from torch import nn
 
-__all__ = ['MODELS']
+__all__ = ['MODELS', 'build_block']
 
 #: Backbones and the papers' attention blocks / feed-forwards.
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='lsa', locations=['lsa.models'])
+
+
+def build_block(cfg: dict) -> nn.Module:
+    """Build a block from ``cfg`` with bare type names resolved in scope ``lsa``.
+
+    Backbones build their nested blocks (attention, feed-forward) through this, so
+    ``attn_cfg=dict(type='LESAAttention')`` works inside an mmdet/mmseg/mmpretrain
+    config as well as ``type='lsa.LESAAttention'``; a scoped name such as
+    ``'mmdet.X'`` still reaches that toolbox.
+    """
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('lsa'):
+        return MODELS.build(cfg)

@@ -50,3 +50,26 @@ def test_lsa_scope_locations_import_models_on_first_use():
     res = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
+
+
+def test_nested_blocks_resolve_in_lsa_under_a_toolbox_scope():
+    """attn_cfg=dict(type='LESAAttention') (no 'lsa.') works inside an mmdet config."""
+    pytest.importorskip('mmdet')
+    code = """
+        import lsa
+        from mmengine.registry import init_default_scope
+        init_default_scope('mmdet')
+        from mmdet.registry import MODELS
+        m = MODELS.build(dict(type='lsa.LESAResNet', form='det',
+                              arch=dict(base_channels=16, stage_blocks=(1, 1, 2, 2), widen_factor=1),
+                              attn_cfg=dict(type='LESAAttention')))
+        assert type(m.layer3[1].conv2).__name__ == 'LESAAttention'
+        m = MODELS.build(dict(type='lsa.ELSASwin', arch='tiny',
+                              attn_cfgs=dict(type='ShiftWindowAttention', window_size=7)))
+        assert type(m.stages[0].blocks[0].attn).__name__ == 'ShiftWindowAttention'
+        from mmengine.registry import DefaultScope
+        assert DefaultScope.get_current_instance().scope_name == 'mmdet'
+    """
+    res = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr

@@ -14,7 +14,7 @@ from torch import Tensor
 from lsa.models.backbones.base import BaseLSABackbone
 from lsa.models.layers.common import checkpoint_seq
 from lsa.models.layers.lesa_attention import LESAAttention, build_dcn_conv
-from lsa.registry import MODELS
+from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
 
 
@@ -37,7 +37,7 @@ class LESABottleneck(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         if attn_cfg is not None:
-            self.conv2 = MODELS.build(dict(attn_cfg, in_channels=width, out_channels=width,
+            self.conv2 = build_block(dict(attn_cfg, in_channels=width, out_channels=width,
                                            stride=stride, dcn=dcn))
             self.bn2 = None
         else:

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from lsa.models.layers.common import checkpoint_seq
 from lsa.models.layers.san_attention import SA_TYPES
-from lsa.registry import MODELS
+from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
 
 from .base import BaseLSABackbone
@@ -39,7 +39,7 @@ class SANStage(nn.Module):
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.transition = nn.Conv2d(in_channels, channels, 1, bias=False)
         self.blocks = nn.Sequential(*[
-            MODELS.build(dict(type='lsa.SANBottleneck', channels=channels,
+            build_block(dict(type='lsa.SANBottleneck', channels=channels,
                               kernel_size=kernel_size, attn_cfg=attn_cfg))
             for _ in range(num_blocks)])
         self.norm = nn.BatchNorm2d(channels)

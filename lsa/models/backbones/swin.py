@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lsa.models.layers.common import DropPath, checkpoint_seq, nchw_to_nlc
-from lsa.registry import MODELS
+from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
 
 from .base import BaseLSABackbone
@@ -260,7 +260,7 @@ class SwinHost(BaseLSABackbone):
         if getattr(_cfg_class(cfg), 'alternate_shift', False):
             cfg['shifted'] = index % 2 == 1
             cfg.setdefault('pad_small_map', self.pad_small_map)
-        attn = MODELS.build(cfg)
+        attn = build_block(cfg)
         if getattr(attn, 'stride', 1) != 1:
             raise ValueError(f'{type(self).__name__}: blocks keep the map size (residual), so '
                              f'the attention needs stride 1; got stride={attn.stride} from {cfg}')
@@ -269,7 +269,7 @@ class SwinHost(BaseLSABackbone):
     def build_ffn(self, cfg: dict, dim: int, stage: int) -> nn.Module:
         """Feed-forward of a block of ``stage`` from its config."""
         _cfg_class(cfg)
-        return MODELS.build(dict(cfg, in_features=dim,
+        return build_block(dict(cfg, in_features=dim,
                                  hidden_features=int(dim * self.mlp_ratio)))
 
     def stem_modules(self) -> list[nn.Module]:

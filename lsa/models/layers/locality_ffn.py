@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.registry import MODELS
+from lsa.registry import MODELS, build_block
 
 from .common import nchw_to_nlc, nlc_to_nchw
 
@@ -243,7 +243,7 @@ def build_ffn(cfg: dict, in_features: int, hidden_features: int,
             cfg.setdefault('se_channels', se_channels)
     else:
         cfg.setdefault('drop', drop)
-    return MODELS.build(cfg)
+    return build_block(cfg)
 
 
 def ffn_residual(ffn: nn.Module, x: Tensor, hw_shape: tuple[int, int], num_prefix: int = 0,

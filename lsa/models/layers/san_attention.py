@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lsa.ops import aggregation, subtraction, subtraction2
-from lsa.registry import MODELS
+from lsa.registry import MODELS, build_block
 
 SA_TYPES = ('pairwise', 'patchwise')
 
@@ -184,7 +184,7 @@ class SANBottleneck(nn.Module):
         cfg.setdefault('type', 'lsa.SANAttention')
         cfg.update(in_channels=channels, out_channels=mid, kernel_size=kernel_size)
         self.norm1 = nn.BatchNorm2d(channels)
-        self.attn = MODELS.build(cfg)
+        self.attn = build_block(cfg)
         self.norm2 = nn.BatchNorm2d(mid)
         self.proj = nn.Conv2d(mid, channels, 1)
         self.act = nn.ReLU(inplace=True)
