@@ -26,7 +26,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--out-file', required=True, help='where to write the drawing')
     parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--score-thr', type=float, default=0.3, help='det: box score threshold')
+    parser.add_argument('--min-size', type=int, default=512,
+                        help='draw on an image upscaled to at least this short side (small '
+                        'images would be covered by the labels); 0 keeps the input size')
     return parser.parse_args(argv)
+
+
+def _upscale(image, result, scale: float):
+    """Resize the image and the (det or seg) predictions by ``scale`` for a readable drawing."""
+    import mmcv
+    import torch.nn.functional as F
+
+    h, w = image.shape[:2]
+    size = (round(h * scale), round(w * scale))
+    image = mmcv.imresize(image, size[::-1])
+    result = result.clone()
+    if 'pred_instances' in result:
+        inst = result.pred_instances
+        inst.bboxes = inst.bboxes * scale
+        if 'masks' in inst and len(inst.masks):
+            inst.masks = F.interpolate(inst.masks[:, None].float(), size=size)[:, 0] > 0.5
+    if 'pred_sem_seg' in result:
+        seg = result.pred_sem_seg.data
+        result.pred_sem_seg.data = F.interpolate(seg[None].float(), size=size)[0].to(seg.dtype)
+    return image, result
 
 
 def main(argv: list[str] | None = None):
@@ -54,6 +77,9 @@ def main(argv: list[str] | None = None):
         result = ImageClassificationInferencer(model, device=args.device)(
             args.img, return_datasamples=True)[0]
         extra = {}
+    scale = args.min_size / min(image.shape[:2]) if args.min_size else 1.0
+    if scale > 1 and toolbox != 'mmpretrain':
+        image, result = _upscale(image, result, scale)
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.dataset_meta = model.dataset_meta
     if toolbox == 'mmpretrain':
