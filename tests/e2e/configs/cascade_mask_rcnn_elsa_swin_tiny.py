@@ -20,7 +20,7 @@ model = dict(
         mask_head=dict(in_channels=ch, conv_out_channels=ch, num_classes=3)),
     train_cfg=dict(rcnn=[dict(c, sampler=dict(c.sampler, num=64))
                          for c in _base_.model.train_cfg.rcnn]),
-    test_cfg=dict(rcnn=dict(max_per_img=20)))
+    test_cfg=dict(rcnn=dict(max_per_img=20, score_thr=0.0)))  # always some output
 
 train_dataloader = dict(_delete_=True, **dict(_base_.shapes_train_dataloader, batch_size=2))
 val_dataloader = dict(_delete_=True, **_base_.shapes_val_dataloader)

@@ -24,7 +24,7 @@ model = dict(
         semantic_head=dict(in_channels=ch, conv_out_channels=ch, num_classes=4)),
     train_cfg=dict(rcnn=[dict(c, sampler=dict(c.sampler, num=64))
                          for c in _base_.model.train_cfg.rcnn]),
-    test_cfg=dict(rcnn=dict(max_per_img=20)))
+    test_cfg=dict(rcnn=dict(max_per_img=20, score_thr=0.0)))  # always some output
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
