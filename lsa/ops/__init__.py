@@ -9,6 +9,7 @@ from .aggregation import Aggregation, aggregation
 from .elsa import elsa
 from .subtraction import Subtraction, Subtraction2, subtraction, subtraction2
 
-__all__ = ['HAS_EXT', 'has_cuda_kernels', 'require_ext']
-__all__ += ['aggregation', 'subtraction', 'subtraction2', 'Aggregation', 'Subtraction', 'Subtraction2']
-__all__ += ['elsa']
+__all__ = [
+    'HAS_EXT', 'Aggregation', 'Subtraction', 'Subtraction2', 'aggregation', 'elsa',
+    'has_cuda_kernels', 'require_ext', 'subtraction', 'subtraction2',
+]

@@ -1,16 +1,4 @@
 """Backbones: one class per model, shared by classification, detection and segmentation."""
-from . import (  # noqa: F401
-               base,
-               elsa_swin,
-               lesa_resnet,
-               localvit,
-               localvit_pvt,
-               localvit_swin,
-               localvit_t2t,
-               localvit_tnt,
-               san,
-               swin,
-)
 from .base import BaseLSABackbone
 from .elsa_swin import ELSASwin
 from .lesa_resnet import LESAResNet
@@ -22,8 +10,7 @@ from .localvit_tnt import LocalViTTNT
 from .san import SAN
 from .swin import SwinHost
 
-__all__ = ['BaseLSABackbone']
-__all__ += ['LESAResNet']
-__all__ += ['SAN']
-__all__ += ['LocalViT', 'LocalViTPVT', 'LocalViTTNT', 'LocalViTSwin', 'LocalViTT2T']
-__all__ += ['ELSASwin', 'SwinHost']
+__all__ = [
+    'BaseLSABackbone', 'ELSASwin', 'LESAResNet', 'LocalViT', 'LocalViTPVT', 'LocalViTSwin',
+    'LocalViTT2T', 'LocalViTTNT', 'SAN', 'SwinHost',
+]

@@ -3,14 +3,6 @@
 Each block is registered in :data:`lsa.registry.MODELS`, so backbones (and
 configs) choose them by dict, e.g. ``dict(type='lsa.ELSAAttention', ...)``.
 """
-from . import (  # noqa: F401
-    common,
-    elsa_attention,
-    lesa_attention,
-    locality_ffn,
-    san_attention,
-    window_attention,
-)
 from .common import DropPath, Mlp, to_2tuple
 from .elsa_attention import ELSAAttention
 from .lesa_attention import LESAAttention
@@ -18,8 +10,7 @@ from .locality_ffn import LocalityFeedForward
 from .san_attention import SANAttention, SANBottleneck
 from .window_attention import ShiftWindowAttention
 
-__all__ = ['DropPath', 'Mlp', 'to_2tuple']
-__all__ += ['LESAAttention']
-__all__ += ['SANAttention', 'SANBottleneck']
-__all__ += ['LocalityFeedForward']
-__all__ += ['ELSAAttention', 'ShiftWindowAttention']
+__all__ = [
+    'DropPath', 'ELSAAttention', 'LESAAttention', 'LocalityFeedForward', 'Mlp', 'SANAttention',
+    'SANBottleneck', 'ShiftWindowAttention', 'to_2tuple',
+]
