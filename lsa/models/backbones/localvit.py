@@ -97,6 +97,35 @@ class TokenParamsFreezeMixin:
                 p.requires_grad = False
 
 
+class ClassTokenEncoderMixin:
+    """The DeiT-style encoder shared by LocalViT and LocalViT-T2T.
+
+    Needs ``cls_token``, ``pos_embed``, ``patch_resolution``, ``pos_drop``,
+    ``blocks`` (one per stage), ``norm`` (or None) and ``out_type``.
+    """
+
+    def stage_modules(self, i: int) -> list[nn.Module]:
+        last = [self.norm] if i == self.num_stages - 1 and self.norm is not None else []
+        return [self.blocks[i]] + last
+
+    def encode_tokens(self, x: Tensor, hw: tuple[int, int]) -> tuple[Tensor, ...]:
+        """(B, H*W, C) patch tokens on an ``hw`` grid -> one output per ``out_indices`` entry:
+        (B, C) class-token features or (B, C, H, W) maps, per ``out_type``."""
+        B = x.shape[0]
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
+        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, hw, 1)
+        x = self.pos_drop(x)
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            x = checkpoint_seq(blk, x, hw, enabled=self.with_cp)
+            if i == len(self.blocks) - 1 and self.norm is not None:
+                x = self.norm(x)
+            if i in self.out_indices:
+                outs.append(x[:, 0] if self.out_type == 'cls_token'
+                            else nlc_to_nchw(x[:, 1:], hw))
+        return tuple(outs)
+
+
 class MultiheadSelfAttention(nn.Module):
     """ViT/DeiT multi-head self-attention on (B, N, C) tokens.
 
@@ -164,7 +193,7 @@ def check_arch(name: str, arch: str | dict, zoo: dict, keys: set) -> dict:
 
 
 @MODELS.register_module()
-class LocalViT(TokenParamsFreezeMixin, BaseLSABackbone):
+class LocalViT(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbone):
     """LocalViT on the DeiT host: ViT blocks with the locality feed-forward.
 
     Every block is a "stage" (``out_indices``/``frozen_stages`` count blocks, stride 16).
@@ -232,25 +261,8 @@ class LocalViT(TokenParamsFreezeMixin, BaseLSABackbone):
     def stem_modules(self) -> list[nn.Module]:
         return [self.patch_embed]
 
-    def stage_modules(self, i: int) -> list[nn.Module]:
-        last = [self.norm] if i == self.num_stages - 1 and self.norm is not None else []
-        return [self.blocks[i]] + last
-
     def stage_params(self, i: int) -> list[nn.Parameter]:
         return [self.cls_token, self.pos_embed] if i == -1 else []
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        B = x.shape[0]
-        x, hw = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
-        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, hw, 1)
-        x = self.pos_drop(x)
-        outs = []
-        for i, blk in enumerate(self.blocks):
-            x = checkpoint_seq(blk, x, hw, enabled=self.with_cp)
-            if i == len(self.blocks) - 1 and self.norm is not None:
-                x = self.norm(x)
-            if i in self.out_indices:
-                outs.append(x[:, 0] if self.out_type == 'cls_token'
-                            else nlc_to_nchw(x[:, 1:], hw))
-        return tuple(outs)
+        return self.encode_tokens(*self.patch_embed(x))

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.models.layers.common import checkpoint_seq, nlc_to_nchw, to_2tuple
+from lsa.models.layers.common import nlc_to_nchw, to_2tuple
 from lsa.models.layers.locality_ffn import build_ffn, ffn_residual, is_grid_ffn
 from lsa.registry import MODELS
 from lsa.types import OutIndices
@@ -23,12 +23,12 @@ from lsa.types import OutIndices
 from .base import BaseLSABackbone
 from .localvit import (
     LFF_CFG,
+    ClassTokenEncoderMixin,
     LocalViTBlock,
     MultiheadSelfAttention,
     TokenParamsFreezeMixin,
     check_arch,
     init_vit_weights,
-    resize_pos_embed,
 )
 
 #: The LFF of the T2T token layers in the official model: h-swish, no channel attention.
@@ -165,7 +165,7 @@ class T2TModule(nn.Module):
 
 
 @MODELS.register_module()
-class LocalViTT2T(TokenParamsFreezeMixin, BaseLSABackbone):
+class LocalViTT2T(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbone):
     """LocalViT-T2T (official ``localvit_T2t_conv7``): T2T-ViT-7 with locality FFNs.
 
     Every encoder block is a "stage" (stride 16). ``out_type='cls_token'`` returns the
@@ -243,25 +243,8 @@ class LocalViTT2T(TokenParamsFreezeMixin, BaseLSABackbone):
     def stem_modules(self) -> list[nn.Module]:
         return [self.tokens_to_token]
 
-    def stage_modules(self, i: int) -> list[nn.Module]:
-        last = [self.norm] if i == self.num_stages - 1 and self.norm is not None else []
-        return [self.blocks[i]] + last
-
     def stage_params(self, i: int) -> list[nn.Parameter]:
         return [self.cls_token] if i == -1 else []
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        B = x.shape[0]
-        x, hw = self.tokens_to_token(x)
-        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
-        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, hw, 1)
-        x = self.pos_drop(x)
-        outs = []
-        for i, blk in enumerate(self.blocks):
-            x = checkpoint_seq(blk, x, hw, enabled=self.with_cp)
-            if i == len(self.blocks) - 1 and self.norm is not None:
-                x = self.norm(x)
-            if i in self.out_indices:
-                outs.append(x[:, 0] if self.out_type == 'cls_token'
-                            else nlc_to_nchw(x[:, 1:], hw))
-        return tuple(outs)
+        return self.encode_tokens(*self.tokens_to_token(x))
