@@ -1,36 +1,12 @@
 # UPerNet with an ELSA-Swin-S backbone, ADE20K, 512x512 crops, 160k iterations (ELSA paper).
-# Official recipe (damo-cv/ELSA seg/configs/elsa_swin/upernet_elsa_small_160k.py): UPerHead
-# (pool scales 1/2/3/6, 512 channels) + FCN auxiliary head on stage 2 (weight 0.4), SyncBN in the
-# heads, AdamW 6e-5 / wd 0.01, poly schedule with 1500 warm-up iterations, drop path 0.3,
-# 8 GPUs x 2 images. The reported mIoU is multi-scale + flip (mmseg `--tta`).
+# Official recipe (damo-cv/ELSA seg/configs/elsa_swin/upernet_elsa_small_160k.py): the ELSA-Swin-T
+# recipe (upernet_elsa_swin_t_160k.py) with the small backbone; drop path stays 0.3.
 # Backbone weights: the official ImageNet-1k ELSA-Swin-S checkpoint converted with
 #   python tools/model_converters/elsa2lsa.py elsa_small.pth checkpoints/elsa_swin_s_in1k.pth --backbone-only
 # (see docs/model_zoo.md).
-_base_ = [
-    'mmseg::_base_/models/upernet_swin.py',
-    'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py',
-    './_base_/schedules/adamw_160k.py',
-]
-custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
-default_scope = 'mmseg'
+_base_ = './upernet_elsa_swin_t_160k.py'
 
-crop_size = (512, 512)
 checkpoint = 'checkpoints/elsa_swin_s_in1k.pth'  # noqa
 model = dict(
-    data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        _delete_=True,
-        type='lsa.ELSASwin',
-        arch='small',
-        drop_path_rate=0.3,
-        out_indices=(0, 1, 2, 3),
-        pad_small_map=True,  # stage-3 windows pad maps smaller than 7x7 (official det/seg)
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
-    decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
-    auxiliary_head=dict(in_channels=384, num_classes=150))
-
-# 8 GPUs x 2 images
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader
+        arch='small', init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')))
