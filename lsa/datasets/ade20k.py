@@ -20,9 +20,8 @@ import os.path as osp
 import cv2
 import numpy as np
 
-from .shapes import check_classes, render_scene
+from .shapes import DEFAULT_CLASSES, check_classes, render_scene
 
-DEFAULT_CLASSES = ('circle', 'square', 'triangle')
 #: ADE20K label of the background (1 = 'wall').
 BACKGROUND_LABEL = 1
 #: ADE20K label of the first shape class.

@@ -19,9 +19,7 @@ import os.path as osp
 import cv2
 import numpy as np
 
-from .shapes import check_classes, render_scene
-
-DEFAULT_CLASSES = ('circle', 'square', 'triangle')
+from .shapes import DEFAULT_CLASSES, check_classes, render_scene
 
 
 def make_cls_folder(out_dir: str, num_train: int = 8, num_val: int = 4, seed: int = 0,

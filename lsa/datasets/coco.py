@@ -23,9 +23,7 @@ import os.path as osp
 import cv2
 import numpy as np
 
-from .shapes import check_classes, mask_to_bbox, mask_to_polygons, render_scene
-
-DEFAULT_CLASSES = ('circle', 'square', 'triangle')
+from .shapes import DEFAULT_CLASSES, check_classes, mask_to_bbox, mask_to_polygons, render_scene
 
 
 def _coco_split(rng: np.random.Generator, out_dir: str, split: str, num: int,

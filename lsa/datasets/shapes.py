@@ -14,6 +14,8 @@ import numpy as np
 
 #: Every shape the renderer can draw, in a fixed order (class indices follow it).
 SHAPES: tuple[str, ...] = ('circle', 'square', 'triangle', 'star')
+#: The classes every generator draws unless told otherwise (the demo's and CI's datasets).
+DEFAULT_CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle')
 
 
 @dataclass
@@ -34,16 +36,39 @@ def check_classes(classes: tuple[str, ...] | list[str], what: str) -> tuple[str,
 
 
 def textured_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A (H, W, 3) uint8 background: smooth colour noise plus random stripes."""
-    coarse = rng.uniform(40, 215, size=(max(2, height // 16), max(2, width // 16), 3))
+    """A (H, W, 3) uint8 background: smooth, muted colour noise plus faint random stripes.
+
+    Muted (grey-dominated) so that shapes stand out by outline and colour contrast, busy
+    enough that a detector cannot rely on a flat background.
+    """
+    gh, gw = max(2, height // 16), max(2, width // 16)
+    coarse = rng.uniform(70, 185, size=(gh, gw, 1)) + rng.uniform(-25, 25, size=(gh, gw, 3))
     img = cv2.resize(coarse.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     theta = rng.uniform(0, np.pi)
     period = rng.uniform(6, 20)
     stripes = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period)
-    img += stripes[..., None] * rng.uniform(5, 30, size=3).astype(np.float32)
-    img += rng.normal(0, 6, size=img.shape).astype(np.float32)
+    img += stripes[..., None] * rng.uniform(3, 12, size=3).astype(np.float32)
+    img += rng.normal(0, 4, size=img.shape).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def contrasting_colour(rng: np.random.Generator, under: np.ndarray,
+                       min_distance: float = 100.0, tries: int = 32) -> np.ndarray:
+    """A random RGB colour at least ``min_distance`` (L2) from the mean of ``under`` (M, 3).
+
+    Falls back to the farthest of ``tries`` candidates, so it always returns.
+    """
+    mean = under.reshape(-1, 3).mean(0)
+    best, best_d = None, -1.0
+    for _ in range(tries):
+        colour = rng.uniform(0, 255, size=3)
+        d = float(np.linalg.norm(colour - mean))
+        if d >= min_distance:
+            return colour
+        if d > best_d:
+            best, best_d = colour, d
+    return best
 
 
 def shape_mask(rng: np.random.Generator, name: str, height: int, width: int, cx: float,
@@ -108,8 +133,8 @@ def render_scene(rng: np.random.Generator, height: int, width: int, classes: tup
         if mask.sum() < 16 or (grown & occupied).any():
             continue
         occupied |= mask
-        colour = rng.uniform(0, 255, size=3)
-        shade = colour + rng.normal(0, 12, size=(height, width, 3))
+        colour = contrasting_colour(rng, image[mask > 0].astype(np.float32))
+        shade = colour + rng.normal(0, 8, size=(height, width, 3))
         image = np.where(mask[..., None] > 0, np.clip(shade, 0, 255), image).astype(np.uint8)
         instances.append(Instance(label, mask))
     return image, instances

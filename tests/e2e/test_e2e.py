@@ -1,14 +1,16 @@
 """End to end through tools/: generate data, train, checkpoint, resume, test with --eval.
 
 Every task runs its real config (configs/{cls,det,seg}) shrunk by a tiny config in
-tests/e2e/configs/ on generated data, in subprocesses exactly as a user types the commands.
-Plus a 2-process CPU (gloo) run through tools/dist_train.sh / dist_test.sh and a shortened
-demo/run_demo.sh that must clear a bbox mAP floor.
+tests/e2e/configs/ on generated data, in subprocesses exactly as a user types the commands:
+one per toolbox trains, resumes and tests; HTC and Cascade train and test. Plus a 2-process
+CPU (gloo) run through tools/dist_train.sh / dist_test.sh and a shortened demo/run_demo.sh
+(every stage and output, not how well it learns).
 """
 from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import socket
@@ -70,18 +72,30 @@ test_metrics.__test__ = False  # a helper, not a test
 
 # config, checkpoint unit ('epoch' or 'iter'), length of the first run (epochs or iters),
 # iterations it takes (cls: 3 classes x 2 images / batch 4; det: 4 images / batch 2),
-# --eval, expected metric keys
+# --eval, expected metric keys. One task per toolbox trains, resumes and tests; the other
+# detectors (whose full-size forward tests/configs runs) train one epoch and test.
 TASKS = {
     'cls_san': ('san10_tiny_cls.py', 'epoch', 1, 2, ['accuracy'], ['accuracy/top1']),
     'mask_rcnn_lesa': ('mask_rcnn_lesa_tiny.py', 'epoch', 1, 2, ['bbox', 'segm'],
                        ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP']),
-    'htc_lesa': ('htc_lesa_tiny.py', 'epoch', 1, 2, ['bbox', 'segm'],
-                 ['coco/bbox_mAP', 'coco/segm_mAP']),
-    'cascade_elsa_swin': ('cascade_mask_rcnn_elsa_swin_tiny.py', 'epoch', 1, 2,
-                          ['bbox', 'segm'], ['coco/bbox_mAP', 'coco/segm_mAP']),
     'upernet_elsa_swin': ('upernet_elsa_swin_tiny.py', 'iter', 2, 2, ['mIoU'],
                           ['mIoU', 'aAcc', 'mAcc']),
 }
+TRAIN_TEST_ONLY = {
+    'htc_lesa': ('htc_lesa_tiny.py', ['bbox', 'segm'], ['coco/bbox_mAP', 'coco/segm_mAP']),
+    'cascade_elsa_swin': ('cascade_mask_rcnn_elsa_swin_tiny.py', ['bbox', 'segm'],
+                          ['coco/bbox_mAP', 'coco/segm_mAP']),
+}
+
+
+def check_test_run(cfg: str, ckpt: Path, test_dir: Path, metrics: list[str], keys: list[str],
+                   bounds: tuple[float, float], env: dict) -> None:
+    """tools/test.py with the OpenMMLab 2.x --eval spelling writes every expected metric."""
+    run(tool('test.py', cfg, str(ckpt), '--work-dir', str(test_dir), '--eval', *metrics), env)
+    result = test_metrics(test_dir)
+    for key in keys:
+        assert key in result, (key, result)
+        assert bounds[0] <= result[key] <= bounds[1], (key, result[key])
 
 
 @pytest.mark.parametrize('task', list(TASKS))
@@ -115,16 +129,22 @@ def test_train_resume_test(task, data_env, tmp_path):
              if v.is_floating_point() and not torch.equal(v, ckpt1['state_dict'][k])]
     assert moved
 
-    # 3. test with the OpenMMLab 2.x --eval spelling
-    test_dir = tmp_path / 'test'
-    run(tool('test.py', cfg, str(work_dir / f'{unit}_{2 * first}.pth'), '--work-dir',
-             str(test_dir), '--eval', *metrics), data_env)
-    result = test_metrics(test_dir)
-    for key in keys:
-        assert key in result, (key, result)
-        value = result[key]
-        lo, hi = (0.0, 100.0) if task in ('cls_san', 'upernet_elsa_swin') else (-1.0, 1.0)
-        assert lo <= value <= hi, (key, value)
+    # 3. test
+    bounds = (0.0, 100.0) if task in ('cls_san', 'upernet_elsa_swin') else (-1.0, 1.0)
+    check_test_run(cfg, work_dir / f'{unit}_{2 * first}.pth', tmp_path / 'test', metrics, keys,
+                   bounds, data_env)
+
+
+@pytest.mark.parametrize('task', list(TRAIN_TEST_ONLY))
+def test_train_test(task, data_env, tmp_path):
+    cfg_name, metrics, keys = TRAIN_TEST_ONLY[task]
+    cfg = str(CONFIGS / cfg_name)
+    work_dir = tmp_path / 'work'
+    run(tool('train.py', cfg, '--work-dir', str(work_dir)), data_env)
+    ckpt = load_ckpt(work_dir / 'epoch_1.pth')
+    assert ckpt['meta']['iter'] == 2  # 4 images / batch 2
+    check_test_run(cfg, work_dir / 'epoch_1.pth', tmp_path / 'test', metrics, keys, (-1.0, 1.0),
+                   data_env)
 
 
 def _free_port() -> int:
@@ -148,18 +168,37 @@ def test_dist_train_and_test_two_cpu_processes(data_env, tmp_path):
     assert 0.0 <= test_metrics(tmp_path / 'test')['accuracy/top1'] <= 100.0
 
 
-#: bbox mAP@50 the shortened demo (6 of the 12 epochs) must reach. Measured: 0.09 (bbox mAP
-#: 0.010, segm mAP@50 0.088) on the dev machine; after 1 epoch everything is 0.000.
-DEMO_BBOX_MAP50_FLOOR = 0.03
+def _logged_losses(work_dir: Path) -> list[float]:
+    """The total training loss of every logged iteration of the run in ``work_dir``."""
+    (scalars, ) = glob.glob(str(work_dir / '2*' / 'vis_data' / 'scalars.json'))
+    with open(scalars) as f:
+        return [rec['loss'] for rec in map(json.loads, f) if 'loss' in rec]
 
 
-def test_shortened_demo_learns(tmp_path):
+def test_shortened_demo_runs_end_to_end(tmp_path):
+    """README command 1, shortened to 12 iterations: every stage runs and writes its outputs.
+
+    It checks the plumbing, not how well the model learns: in 12 iterations the loss mostly
+    recalibrates the fresh heads (last/first loss 0.35-0.59 over seeds 0-2, with the first
+    value set by the random init), too chaotic for a margin of five spreads. What the full
+    demo reaches, and its spread, is measured by tools/misc/demo_spread.py and documented in
+    docs/train_test.md#the-demo.
+    """
+    work = tmp_path / 'work'
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHON=sys.executable,
-               LSA_DEMO_DATA=str(tmp_path / 'data'), LSA_DEMO_WORK_DIR=str(tmp_path / 'work'),
-               LSA_DEMO_EPOCHS='6')  # half the demo's 12 epochs, same data
-    out = run(['bash', str(REPO / 'demo' / 'run_demo.sh')], env, timeout=900)
-    result = test_metrics(tmp_path / 'work' / 'test')
-    assert result['coco/bbox_mAP_50'] >= DEMO_BBOX_MAP50_FLOOR, result
-    assert result['coco/bbox_mAP'] > 0.0 and result['coco/segm_mAP_50'] > 0.0, result
-    assert re.search(r'bbox_mAP\s+0\.\d+', out)
-    assert (tmp_path / 'work' / 'demo_predictions.png').stat().st_size > 1000
+               LSA_DEMO_DATA=str(tmp_path / 'data'), LSA_DEMO_WORK_DIR=str(work),
+               LSA_DEMO_EPOCHS='3', LSA_DEMO_NUM_TRAIN='16', LSA_DEMO_NUM_VAL='4')
+    out = run(['bash', str(REPO / 'demo' / 'run_demo.sh'), '--cfg-options',
+               'default_hooks.logger.interval=1', 'log_processor.window_size=1'], env,
+              timeout=900)
+    # a checkpoint every epoch (the last two kept), the test metrics, the table, the picture
+    assert all((work / f'epoch_{e}.pth').is_file() for e in (2, 3))
+    assert not (work / 'epoch_1.pth').exists()
+    result = test_metrics(work / 'test')
+    for key in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50'):
+        assert 0.0 <= result[f'coco/{key}'] <= 1.0, result
+        assert re.search(rf'\|\s*{key}\s*\|\s*{result[f"coco/{key}"]:.3f}\s*\|', out), out[-3000:]
+    assert (work / 'demo_predictions.png').stat().st_size > 10_000
+    losses = _logged_losses(work)
+    assert len(losses) == 12, losses  # 16 images / batch 4 x 3 epochs, every one logged
+    assert all(math.isfinite(v) for v in losses), losses

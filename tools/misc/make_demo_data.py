@@ -12,7 +12,7 @@ import argparse
 import json
 
 from lsa.datasets import make_ade20k, make_cls_folder, make_coco_instances
-from lsa.datasets.shapes import SHAPES
+from lsa.datasets.shapes import DEFAULT_CLASSES, SHAPES
 
 DEFAULTS = {  # kind -> (num_train, num_val, size)
     'coco': (64, 16, (128, 128)),
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'), help='image size')
     parser.add_argument('--classes', nargs='+', choices=SHAPES,
-                        default=['circle', 'square', 'triangle'], help='shape classes')
+                        default=list(DEFAULT_CLASSES), help='shape classes')
     parser.add_argument('--max-objects', type=int, default=3,
                         help='most objects per image (coco, ade20k)')
     return parser.parse_args(argv)
