@@ -2,13 +2,14 @@
 # Official recipe (damo-cv/ELSA seg/configs/elsa_swin/upernet_elsa_tiny_160k.py): UPerHead
 # (pool scales 1/2/3/6, 512 channels) + FCN auxiliary head on stage 2 (weight 0.4), SyncBN in the
 # heads, AdamW 6e-5 / wd 0.01, poly schedule with 1500 warm-up iterations, drop path 0.3,
-# 8 GPUs x 2 images. The reported mIoU is multi-scale + flip (mmseg `--tta`).
+# 8 GPUs x 2 images. The reported mIoU is the official mmseg 0.x `--aug-test` (keep-ratio resize to
+# (2048, 512) x {0.5, ..., 1.75} + flip), which `tta_pipeline` reproduces (_base_/datasets/ade20k.py).
 # Backbone weights: the official ImageNet-1k ELSA-Swin-T checkpoint converted with
 #   python tools/model_converters/elsa2lsa.py elsa_tiny.pth checkpoints/elsa_swin_t_in1k.pth --backbone-only
 # (see docs/model_zoo.md).
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    './_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     './_base_/schedules/adamw_160k.py',
 ]
