@@ -56,3 +56,23 @@ def test_t2t_stride_is_the_soft_split_product():
     m = LocalViTT2T(arch='t2t-7', img_size=64, out_type='featmap', out_indices=(0,))
     assert m.out_strides == (16,)
     assert m(torch.randn(1, 3, 64, 96))[0].shape[-2:] == (4, 6)
+
+
+def test_swin_blocks_wire_each_ffn_by_the_one_protocol():
+    """Per-stage FFNs: each Swin block follows what its own FFN declares (LFF: no norm2,
+    residual added outside unless the LFF adds it; MLP: pre-norm residual branch)."""
+    from lsa.models.backbones.localvit_swin import LocalViTSwin
+    lff = dict(type='lsa.LocalityFeedForward', act='hs+se', se_channels=4)  # residual=False
+    arch = dict(embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
+    m = LocalViTSwin(arch=arch, ffn_cfg=[lff] + [dict(type='lsa.Mlp')] * 3,
+                     drop_path_rate=0.0).eval()
+    lff_blk, mlp_blk = m.stages[0].blocks[0], m.stages[1].blocks[0]
+    assert isinstance(lff_blk.norm2, torch.nn.Identity) and not lff_blk.ffn.residual
+    assert isinstance(mlp_blk.norm2, torch.nn.LayerNorm)
+    x = torch.randn(1, 20, 8)
+    with torch.no_grad():
+        a = x + lff_blk.attn(lff_blk.norm1(x), (4, 5))
+        torch.testing.assert_close(lff_blk(x, (4, 5)), a + lff_blk.ffn(a, (4, 5)))
+        y = torch.randn(1, 6, 16)
+        b = y + mlp_blk.attn(mlp_blk.norm1(y), (2, 3))
+        torch.testing.assert_close(mlp_blk(y, (2, 3)), b + mlp_blk.ffn(mlp_blk.norm2(b)))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lsa.models.layers.common import DropPath, maybe_checkpoint
+from lsa.models.layers.locality_ffn import ffn_residual, is_grid_ffn
 from lsa.models.layers.patch_embed import PatchEmbed
 from lsa.models.layers.weight_init import init_vit_weights
 from lsa.registry import MODELS, build_block
@@ -56,27 +57,28 @@ class PatchMerging(nn.Module):
 class SwinBlock(nn.Module):
     """Pre-norm transformer block on a token map.
 
-    ``x = x + drop_path(attn(norm1(x), hw))``;
-    ``x = x + drop_path(ffn(norm2(x), hw))`` (``ffn_norm=False`` drops ``norm2``;
-    ``ffn_residual=False`` means the feed-forward returns the block output itself,
-    residual included, and no drop-path is applied to it).
+    ``x = x + drop_path(attn(norm1(x), hw))``, then the feed-forward wired by
+    :func:`~lsa.models.layers.locality_ffn.ffn_residual` (the protocol every host uses):
+    ``x + drop_path(ffn(norm2(x), hw))`` for an MLP, ``x + ffn(x, hw)`` without norm2 or drop
+    path for a grid FFN (LFF). ``ffn_norm`` / ``ffn_residual`` override what the FFN declares
+    (None: follow it); ``ffn_residual=False`` means the FFN returns the block output itself.
     """
 
     def __init__(self, dim: int, attn: nn.Module, ffn: nn.Module, drop_path: float = 0.0,
-                 ffn_norm: bool = True, ffn_residual: bool = True) -> None:
+                 ffn_norm: bool | None = None, ffn_residual: bool | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = attn
-        self.norm2 = nn.LayerNorm(dim) if ffn_norm else nn.Identity()
+        with_norm = not is_grid_ffn(ffn) if ffn_norm is None else ffn_norm
+        self.norm2 = nn.LayerNorm(dim) if with_norm else nn.Identity()
         self.ffn = ffn
-        self.ffn_residual = ffn_residual
+        self.own_residual = None if ffn_residual is None else not ffn_residual
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        if self.ffn_residual:
-            return x + self.drop_path(self.ffn(self.norm2(x), hw_shape))
-        return self.ffn(self.norm2(x), hw_shape)
+        return ffn_residual(self.ffn, x, hw_shape, 0, self.norm2, self.drop_path,
+                            self.own_residual)
 
 
 class SwinStage(nn.Module):
@@ -134,9 +136,10 @@ class SwinHost(BaseLSABackbone):
             Default: window attention (window 7) everywhere.
         ffn_cfg: Feed-forward config (one or a list of four); default ``lsa.Mlp``.
         mlp_ratio: Hidden width of the feed-forward over ``dim``.
-        ffn_norm: Pre-norm before the feed-forward (``norm2``).
-        ffn_residual: Residual + drop-path around the feed-forward; False when the
-            feed-forward adds its own residual.
+        ffn_norm: Pre-norm before the feed-forward (``norm2``); None: as the FFN declares
+            (yes for an MLP, no for a grid FFN such as the LFF).
+        ffn_residual: Residual around the feed-forward; False when the feed-forward adds
+            its own residual; None: as the FFN declares (its ``residual`` attribute).
         patch_size: Patch embedding stride.
         in_channels: Image channels.
         drop_path_rate: Maximum stochastic depth, linear over all blocks.
@@ -164,8 +167,9 @@ class SwinHost(BaseLSABackbone):
     default_attn_cfg = dict(type='lsa.ShiftWindowAttention', window_size=7)
 
     def __init__(self, arch: str | dict = 'tiny', attn_cfgs: CfgOrCfgs = None,
-                 ffn_cfg: CfgOrCfgs = None, mlp_ratio: float = 4.0, ffn_norm: bool = True,
-                 ffn_residual: bool = True, patch_size: int = 4, in_channels: int = 3,
+                 ffn_cfg: CfgOrCfgs = None, mlp_ratio: float = 4.0,
+                 ffn_norm: bool | None = None, ffn_residual: bool | None = None,
+                 patch_size: int = 4, in_channels: int = 3,
                  drop_path_rate: float = 0.1, pad_small_map: bool = False,
                  out_indices: OutIndices = (0, 1, 2, 3), frozen_stages: int = -1,
                  norm_eval: bool = False, with_cp: bool = False,
