@@ -2,8 +2,9 @@
 
 For every registered :class:`Case` it prints forward and forward+backward time and
 peak memory growth, on CPU and (when present) CUDA; on CUDA also the achieved
-bandwidth of the forward against a measured device copy and the spec peak
-(``shared/docs/roofline_numbers.md``). Not a test: nothing is asserted.
+bandwidth of the forward against a measured device copy and the vendor's spec-sheet HBM
+bandwidth (``SPEC_PEAK_GBS``: H100 SXM 3.35 TB/s, H200 4.8 TB/s). Not a test: nothing is
+asserted.
 
     python benchmarks/ops.py                 # standard sizes, CPU (+ CUDA if available)
     python benchmarks/ops.py --quick         # small sizes
@@ -216,7 +217,7 @@ def _copy_bandwidth() -> float:
     return 2 * 2**31 / _time(src.clone, 'cuda', 5) / 1e6
 
 
-SPEC_PEAK_GBS = {'H100': 3350.0, 'H200': 4800.0}
+SPEC_PEAK_GBS = {'H100': 3350.0, 'H200': 4800.0}  # GB/s, NVIDIA data sheets (H100 SXM5, H200)
 
 
 def measure(case: Case, device: str, dtype: str, quick: bool, repeat: int,

@@ -2,26 +2,12 @@
 # Official recipe (damo-cv/ELSA det/configs/elsa_swin/cascade_elsa_tiny_1x.py): multi-scale + crop
 # training, 4conv1fc GIoU box heads, AdamW 1e-4 / wd 0.05, 12 epochs, drop path 0.0, 8 GPUs x 2 images, Apex AMP
 # (use `tools/train.py ... --amp` or `tools/dist_train.sh ... 8 --amp`).
-# Backbone weights: the official ImageNet-1k ELSA-Swin-T checkpoint converted with
-#   python tools/model_converters/elsa2lsa.py elsa_tiny.pth checkpoints/elsa_swin_t_in1k.pth --backbone-only
-# (see docs/model_zoo.md).
+# Backbone and its weights: configs/_base_/models/elsa_swin_t.py.
 _base_ = [
-    './_base_/models/cascade_mask_rcnn_r50_fpn_4conv1fc_giou.py',
+    './_base_/models/cascade_mask_rcnn_elsa_swin_t_fpn.py',
     './_base_/datasets/coco_instance_ms_crop.py',
     './_base_/schedules/adamw_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
-default_scope = 'mmdet'
 
-checkpoint = 'checkpoints/elsa_swin_t_in1k.pth'  # noqa
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='lsa.ELSASwin',
-        arch='tiny',
-        drop_path_rate=0.0,
-        out_indices=(0, 1, 2, 3),
-        pad_small_map=True,  # stage-3 windows pad maps smaller than 7x7 (official det/seg)
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
-    neck=dict(in_channels=[96, 192, 384, 768]))
+model = dict(backbone=dict(drop_path_rate=0.0))

@@ -14,26 +14,14 @@
 # (LESA_detection README, "lesa_wrn50_pretrained"), converted with
 #   python tools/model_converters/lesa2lsa.py checkpoint.pth checkpoints/lesa_wrn50_in1k_det.pth
 # (see docs/model_zoo.md). As upstream, its position tables are not transferred.
-_base_ = 'mmdet::htc/htc_r50_fpn_20e_coco.py'
-custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
-default_scope = 'mmdet'
+_base_ = ['mmdet::htc/htc_r50_fpn_20e_coco.py', './_base_/models/lesa_dcn.py']
 
 checkpoint = 'checkpoints/lesa_wrn50_in1k_det.pth'  # noqa
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='lsa.LESAResNet',
-        arch='wrn50',
-        form='det',
-        attn_cfg=dict(type='lsa.LESAAttention'),  # the block replacing c4/c5 3x3 convs
-        stage_spatial_res=(320, 160, 80, 40),
-        dcn=dict(type='DCN', deform_groups=1, fallback_on_stride=False),
-        stage_with_dcn=(False, True, True, True),
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,  # stem + c2, as mmdet's ResNet
-        norm_eval=True,
+        _base_._lesa_dcn, _delete_=True, arch='wrn50', stage_spatial_res=(320, 160, 80, 40),
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
-    neck=dict(in_channels=[256, 512, 1024, 2048]))
+    neck=dict(in_channels=_base_._lesa_channels))
 
 image_size = (1280, 1280)
 train_pipeline = [

@@ -18,26 +18,15 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_20e.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/models/lesa_dcn.py',
 ]
-custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
-default_scope = 'mmdet'
 
 checkpoint = 'checkpoints/lesa_r50_in1k_det.pth'  # noqa
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='lsa.LESAResNet',
-        arch='r50',
-        form='det',
-        attn_cfg=dict(type='lsa.LESAAttention'),  # the block replacing c4/c5 3x3 convs
-        stage_spatial_res=(256, 128, 64, 32),
-        dcn=dict(type='DCN', deform_groups=1, fallback_on_stride=False),
-        stage_with_dcn=(False, True, True, True),
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,  # stem + c2, as mmdet's ResNet
-        norm_eval=True,
+        _base_._lesa_dcn, _delete_=True, arch='r50', stage_spatial_res=(256, 128, 64, 32),
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
-    neck=dict(in_channels=[256, 512, 1024, 2048]))
+    neck=dict(in_channels=_base_._lesa_channels))
 
 image_size = (1024, 1024)
 train_pipeline = [

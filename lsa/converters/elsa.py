@@ -33,8 +33,9 @@ from torch import Tensor
 
 from .common import add_prefix, check_against, strip_prefix, unwrap
 
-__all__ = ['convert_elsa', 'convert_elsa_swin_backbone', 'convert_elsa_cls', 'convert_elsa_det', 'infer_arch',
-           'is_det_checkpoint', 'check_elsa_checkpoint']
+__all__ = ['convert_elsa', 'convert_elsa_swin_backbone', 'convert_elsa_cls', 'convert_elsa_det',
+           'infer_arch', 'is_det_checkpoint', 'check_elsa_checkpoint', 'infer_elsa_arch',
+           'convert_elsa_checkpoint']
 
 _BLOCK = re.compile(r'^layers\.(\d+)\.blocks\.(\d+)\.(.+)$')
 _RENAMES = (('attn.pre_proj.', 'attn.qkv.'), ('attn.attn.0.', 'attn.attn_gen.0.'),
@@ -118,7 +119,7 @@ def convert_elsa_swin_backbone(sd: Mapping[str, Tensor]) -> 'OrderedDict[str, Te
     return out
 
 
-def infer_arch(sd: Mapping[str, Tensor]) -> dict:
+def infer_elsa_arch(sd: Mapping[str, Tensor]) -> dict:
     """``embed_dims``, ``depths``, ``num_heads``, ``group_width`` of an official backbone
     state dict (no prefix), and the ``arch_zoo`` name if it is a published one."""
     try:
@@ -178,7 +179,7 @@ def convert_elsa_cls(ckpt: Mapping, use_ema: bool = False,
     if is_det_checkpoint(sd):
         raise ValueError('this is a detection/segmentation checkpoint (backbone.* keys); '
                          'use convert_elsa_det')
-    arch = infer_arch(sd)
+    arch = infer_elsa_arch(sd)
     conv = convert_elsa_swin_backbone(sd)
     out: 'OrderedDict[str, Tensor]' = OrderedDict()
     for k, v in conv.items():
@@ -202,7 +203,7 @@ def convert_elsa_det(ckpt: Mapping,
         raise ValueError('no backbone.* keys: not a detection/segmentation checkpoint '
                          '(use convert_elsa_cls for classification checkpoints)')
     bb = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
-    arch = infer_arch(bb)
+    arch = infer_elsa_arch(bb)
     out = add_prefix(convert_elsa_swin_backbone(bb), 'backbone.')
     if not backbone_only:
         for k, v in sd.items():
@@ -240,7 +241,7 @@ def check_elsa_checkpoint(sd: Mapping[str, Tensor], meta: dict,
     check_against(mine, ref, f'ELSASwin(arch={arch!r}) {meta["source"]} checkpoint')
 
 
-def convert_elsa(ckpt: Mapping, use_ema: bool = False, backbone_only: bool = False,
+def convert_elsa_checkpoint(ckpt: Mapping, use_ema: bool = False, backbone_only: bool = False,
                  arch: str | dict | None = None) -> tuple['OrderedDict[str, Tensor]', dict]:
     """Any released ELSA-Swin checkpoint (cls or det/seg) -> checked lsa state dict, meta.
 
@@ -260,3 +261,8 @@ def convert_elsa(ckpt: Mapping, use_ema: bool = False, backbone_only: bool = Fal
                          f'{meta["arch"]["name"] or "a custom arch"} ({meta["arch"]})')
     check_elsa_checkpoint(sd, meta, arch)
     return sd, meta
+
+
+# Former names (one scheme now: convert_<family>_checkpoint, infer_<family>_arch).
+infer_arch = infer_elsa_arch
+convert_elsa = convert_elsa_checkpoint

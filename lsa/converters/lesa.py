@@ -104,7 +104,7 @@ def convert_lesa_backbone(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str,
     return out
 
 
-def infer_lesa_config(backbone_sd: Mapping[str, Tensor], form: str) -> dict:
+def infer_lesa_arch(backbone_sd: Mapping[str, Tensor], form: str) -> dict:
     """LESAResNet kwargs matching an official backbone state dict (arch, PE, DCN, table sizes)."""
     base = backbone_sd['conv1.weight'].shape[0]
     arch: str | dict = {
@@ -155,7 +155,7 @@ def convert_lesa_cls(ckpt: Mapping, check: bool = True) -> tuple[dict, dict]:
     sd = strip_prefix(sd, 'module.')
     head = {k: v for k, v in sd.items() if k.startswith('fc.')}
     backbone = convert_lesa_backbone({k: v for k, v in sd.items() if not k.startswith('fc.')})
-    cfg = infer_lesa_config({k: v for k, v in sd.items() if not k.startswith('fc.')}, 'cls')
+    cfg = infer_lesa_arch({k: v for k, v in sd.items() if not k.startswith('fc.')}, 'cls')
     out = OrderedDict(('backbone.' + k, v) for k, v in backbone.items())
     out.update(('head.' + k, v) for k, v in head.items())
     if check:
@@ -185,7 +185,7 @@ def convert_lesa_det(ckpt: Mapping, backbone_only: bool = False,
         raise ValueError('LESA detection converter: no "backbone." keys found (top-level '
                          f'keys look like {sorted(sd)[:5]}); for classification checkpoints '
                          'use --form cls')
-    cfg = infer_lesa_config(bb, 'det')
+    cfg = infer_lesa_arch(bb, 'det')
     conv = convert_lesa_backbone(bb)
     if check:
         check_against(conv, LESAResNet(**cfg).state_dict(),
@@ -196,7 +196,7 @@ def convert_lesa_det(ckpt: Mapping, backbone_only: bool = False,
     return out, dict(lesa_config=cfg, layout='LESA_detection')
 
 
-def convert_lesa(ckpt: Mapping, form: str = 'auto', backbone_only: bool = False,
+def convert_lesa_checkpoint(ckpt: Mapping, form: str = 'auto', backbone_only: bool = False,
                  check: bool = True) -> tuple[dict, dict]:
     """Dispatch on the layout: ``'cls'``, ``'det'`` or ``'auto'`` (``backbone.`` keys => det).
 
@@ -215,4 +215,10 @@ def convert_lesa(ckpt: Mapping, form: str = 'auto', backbone_only: bool = False,
 
 
 __all__ = ['convert_lesa', 'convert_lesa_backbone', 'convert_lesa_block', 'convert_lesa_cls',
-           'convert_lesa_det', 'infer_lesa_config', 'lesa_block_prefixes']
+           'convert_lesa_det', 'infer_lesa_config', 'lesa_block_prefixes', 'infer_lesa_arch',
+           'convert_lesa_checkpoint']
+
+
+# Former names (one scheme now: convert_<family>_checkpoint, infer_<family>_arch).
+infer_lesa_config = infer_lesa_arch
+convert_lesa = convert_lesa_checkpoint

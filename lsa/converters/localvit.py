@@ -117,7 +117,7 @@ def localvit_to_official(state_dict: Mapping[str, Tensor]) -> 'OrderedDict[str, 
     return out
 
 
-def detect_arch(state_dict: Mapping[str, Tensor]) -> str:
+def infer_localvit_arch(state_dict: Mapping[str, Tensor]) -> str:
     """Guess the published model from an official state dict (see :data:`ARCHS`)."""
     if 'pixel_pos' in state_dict:
         return 'localvit-tnt'
@@ -155,13 +155,18 @@ def build_reference(arch: str, num_classes: int = 1000):
     return backbone, ref
 
 
-def convert_checkpoint(ckpt: Mapping, arch: str | None = None,
+def convert_localvit_checkpoint(ckpt: Mapping, arch: str | None = None,
                        num_classes: int = 1000) -> tuple['OrderedDict[str, Tensor]', dict]:
     """A loaded official file -> ``(lsa state dict, meta)``, strictly checked against the
     lsa classifier of ``arch`` (auto-detected when None)."""
     sd, key = unwrap(ckpt, ['model', 'state_dict', 'model_ema'])
-    arch = arch or detect_arch(sd)
+    arch = arch or infer_localvit_arch(sd)
     out = convert_localvit(sd)
     _, ref = build_reference(arch, num_classes)
     check_against(out, ref, f'LocalViT ({arch})')
     return out, dict(arch=arch, source_key=key)
+
+
+# Former names (one scheme now: convert_<family>_checkpoint, infer_<family>_arch).
+detect_arch = infer_localvit_arch
+convert_checkpoint = convert_localvit_checkpoint

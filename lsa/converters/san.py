@@ -97,7 +97,7 @@ def _expected_state_dict(arch: str, sa_type: str, num_classes: int, width: int) 
     return ref
 
 
-def convert_san(ckpt: Mapping, arch: str | None = None) -> tuple['OrderedDict[str, Tensor]', dict]:
+def convert_san_checkpoint(ckpt: Mapping, arch: str | None = None) -> tuple['OrderedDict[str, Tensor]', dict]:
     """Convert an official SAN checkpoint to the lsa classifier's state dict.
 
     Args:
@@ -141,3 +141,7 @@ def convert_san(ckpt: Mapping, arch: str | None = None) -> tuple['OrderedDict[st
     check_against(out, _expected_state_dict(arch_name, sa_type, num_classes, width),
                   f'SAN converter ({arch_name}-{sa_type})')
     return out, {'arch': arch_name, 'sa_type': sa_type}
+
+
+# Former names (one scheme now: convert_<family>_checkpoint, infer_<family>_arch).
+convert_san = convert_san_checkpoint

@@ -56,6 +56,8 @@ def test_official_tiny_layout_keys_and_shapes():
 @pytest.mark.parametrize('arch', ['localvit-t', 'localvit-pvt', 'localvit-tnt',
                                   'localvit-swin', 'localvit-t2t'])
 def test_round_trip_same_outputs(arch):
+    """Forward map vs its inverse (built from the same tables, so a wrong table passes here);
+    the independent oracle is tests/converters/test_localvit_oracle.py."""
     backbone, sd = _random_classifier(arch)
     off = localvit_to_official(sd)
     if arch == 'localvit-swin':  # the official file carries buffers lsa recomputes

@@ -1,4 +1,5 @@
-# ELSA-Swin-T on ImageNet-1k: the published recipe of damo-cv/ELSA (cls/README.md; spec B6).
+# ELSA-Swin-T on ImageNet-1k: the published recipe of damo-cv/ELSA (the training command in its
+# top-level README.md, "Training from scratch", run by cls/train.py; spec B6).
 # 8 GPUs x 128 images, AdamW lr 1e-3 (not batch-scaled) wd 0.05, no decay on 1-D params and
 # biases only (the bias table and the ghost heads ARE decayed, as in the timm trainer), 20
 # warm-up epochs from 1e-6 stepped per epoch, cosine to 1e-5 at epoch 300, then 10 cool-down

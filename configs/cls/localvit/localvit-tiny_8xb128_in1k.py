@@ -5,6 +5,10 @@
 # AMP; drop path 0.1; RandAugment m9/mstd0.5, Mixup 0.8 / CutMix 1.0 (switch 0.5), label
 # smoothing 0.1, RandomErasing 0.25 (per-pixel), repeated augmentation x3; eval bicubic resize
 # 256 + centre crop 224. Not reproduced: the (unused for evaluation) model EMA.
+# Known schedule deviation: the official loop steps the scheduler after each epoch
+# (`lr_scheduler.step(epoch)`), so its epoch e trains at lr(e - 1) (epochs 0 and 1 at 1e-6);
+# here epoch e trains at lr(e). Also timm's cosine is evaluated at the absolute epoch, this one
+# restarts after the warm-up (README "Recipe").
 # The other LocalViT configs inherit from this file.
 _base_ = ['mmpretrain::deit/deit-tiny_4xb256_in1k.py']
 custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)

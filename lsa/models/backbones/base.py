@@ -14,13 +14,45 @@ constructor arguments only:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Collection, Mapping, Sequence
 
+import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
+from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lsa.models.layers.common import maybe_checkpoint, nlc_to_nchw
+from lsa.models.layers.pos_embed import resize_pos_embed
+from lsa.models.layers.vit_attention import MultiheadSelfAttention
+from lsa.models.layers.vit_block import LocalViTBlock
 from lsa.types import OutIndices
+
+
+def resolve_arch(owner: str, arch: str | dict, zoo: Mapping[str, dict],
+                 essential_keys: Collection[str], exact: bool = False) -> dict:
+    """The ``arch`` argument of every lsa backbone -> a fresh dict of architecture numbers.
+
+    A string is a (case-insensitive) key of ``zoo``; a dict is a custom arch that must hold
+    every key of ``essential_keys`` (``exact=True``: those keys and no others, the mmpretrain
+    rule). Raises ``ValueError`` naming the owner, the zoo and the missing keys.
+    """
+    keys = sorted(essential_keys)
+    if isinstance(arch, str):
+        if arch.lower() not in zoo:
+            raise ValueError(f'{owner}: unknown arch {arch!r} ({owner}: arch must be one of '
+                             f'{sorted(set(zoo))} or a dict with the keys {keys})')
+        return dict(zoo[arch.lower()])
+    if not isinstance(arch, Mapping):
+        raise TypeError(f'{owner}: arch must be a str or a dict, got {type(arch).__name__}')
+    if exact and set(arch) != set(keys):
+        raise ValueError(f'{owner}: a custom arch must be a dict with exactly the keys {keys}, '
+                         f'got {dict(arch)!r}')
+    missing = [k for k in keys if k not in arch]
+    if missing:
+        raise ValueError(f'{owner}: a custom arch needs the keys {keys}; missing {missing} in '
+                         f'{dict(arch)}')
+    return dict(arch)
 
 
 class BaseLSABackbone(BaseModule):
@@ -103,3 +135,67 @@ class BaseLSABackbone(BaseModule):
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self
+
+
+class TokenParamsFreezeMixin:
+    """``frozen_stages`` for backbones that own bare parameters (cls token, pos embeds).
+
+    Subclasses list them per stage in :meth:`stage_params` (stage -1 = stem).
+    """
+
+    def stage_params(self, i: int) -> list[nn.Parameter]:
+        return []
+
+    def _freeze_stages(self) -> None:
+        super()._freeze_stages()
+        for i in range(-1, self.frozen_stages) if self.frozen_stages >= 0 else ():
+            for p in self.stage_params(i):
+                p.requires_grad = False
+
+
+class ClassTokenEncoderMixin:
+    """The DeiT-style encoder shared by LocalViT and LocalViT-T2T.
+
+    Hosts set ``cls_token``, ``pos_embed``, ``patch_resolution`` and ``out_type``, then
+    :meth:`_build_encoder` adds ``pos_drop``, ``blocks`` (one per stage) and ``norm``.
+    """
+
+    def _build_encoder(self, arch: dict, ffn_cfg: dict, stride: int, out_indices: OutIndices,
+                       qkv_bias: bool, drop_rate: float, attn_drop_rate: float,
+                       drop_path_rate: float, norm_eps: float, final_norm: bool) -> None:
+        """``depth`` DeiT blocks (``arch``: embed_dims, depth, num_heads, mlp_ratio,
+        se_channels), stochastic depth linear over blocks, the final norm and the outputs
+        (every block a stage of ``stride``)."""
+        C, depth = arch['embed_dims'], arch['depth']
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            LocalViTBlock(C, MultiheadSelfAttention(C, arch['num_heads'], qkv_bias,
+                                                    attn_drop_rate, drop_rate),
+                          arch['mlp_ratio'], ffn_cfg, arch['se_channels'], drop_rate, dpr[i],
+                          norm_eps)
+            for i in range(depth))
+        self.norm = nn.LayerNorm(C, eps=norm_eps) if final_norm else None
+        self.num_stages = depth
+        self._init_outputs(out_indices, [C] * depth, [stride] * depth)
+
+    def stage_modules(self, i: int) -> list[nn.Module]:
+        last = [self.norm] if i == self.num_stages - 1 and self.norm is not None else []
+        return [self.blocks[i]] + last
+
+    def encode_tokens(self, x: Tensor, hw: tuple[int, int]) -> tuple[Tensor, ...]:
+        """(B, H*W, C) patch tokens on an ``hw`` grid -> one output per ``out_indices`` entry:
+        (B, C) class-token features or (B, C, H, W) maps, per ``out_type``."""
+        B = x.shape[0]
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)
+        x = x + resize_pos_embed(self.pos_embed, self.patch_resolution, hw, 1)
+        x = self.pos_drop(x)
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            x = maybe_checkpoint(blk, x, hw, enabled=self.with_cp)
+            if i == len(self.blocks) - 1 and self.norm is not None:
+                x = self.norm(x)
+            if i in self.out_indices:
+                outs.append(x[:, 0] if self.out_type == 'cls_token'
+                            else nlc_to_nchw(x[:, 1:], hw))
+        return tuple(outs)

@@ -6,6 +6,10 @@ from lsa.registry import MODELS
 
 from .swin import CfgOrCfgs, SwinHost, _cfg_class, _per_stage
 
+#: ELSA's q/k group width per Swin variant name.
+GROUP_WIDTH = {**dict.fromkeys(['t', 'tiny'], 4), **dict.fromkeys(['s', 'small'], 8),
+               **dict.fromkeys(['b', 'base'], 8)}
+
 
 @MODELS.register_module()
 class ELSASwin(SwinHost):
@@ -39,14 +43,8 @@ class ELSASwin(SwinHost):
         [(96, 50, 84), (192, 25, 42), (384, 13, 21), (768, 7, 11)]
     """
 
-    arch_zoo = {
-        **dict.fromkeys(['t', 'tiny'], {'embed_dims': 96, 'depths': (2, 2, 6, 2),
-                                        'num_heads': (3, 6, 12, 24), 'group_width': 4}),
-        **dict.fromkeys(['s', 'small'], {'embed_dims': 96, 'depths': (2, 2, 18, 2),
-                                         'num_heads': (3, 6, 12, 24), 'group_width': 8}),
-        **dict.fromkeys(['b', 'base'], {'embed_dims': 128, 'depths': (2, 2, 18, 2),
-                                        'num_heads': (4, 8, 16, 32), 'group_width': 8}),
-    }
+    #: Swin's zoo plus ELSA's q/k group width (official ``elsa_swin_{tiny,small,base}``).
+    arch_zoo = {k: dict(v, group_width=GROUP_WIDTH[k]) for k, v in SwinHost.arch_zoo.items()}
     essential_keys = ('embed_dims', 'depths', 'num_heads', 'group_width')
     #: The published attention layout: ELSA in stages 0-2, window attention in stage 3.
     default_attn_cfgs = (

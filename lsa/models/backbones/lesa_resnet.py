@@ -11,8 +11,8 @@ from typing import Sequence
 import torch.nn as nn
 from torch import Tensor
 
-from lsa.models.backbones.base import BaseLSABackbone
-from lsa.models.layers.common import checkpoint_seq
+from lsa.models.backbones.base import BaseLSABackbone, resolve_arch
+from lsa.models.layers.common import maybe_checkpoint
 from lsa.models.layers.lesa_attention import LESAAttention, build_dcn_conv
 from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
@@ -62,7 +62,7 @@ class LESABottleneck(nn.Module):
         return out + (x if self.downsample is None else self.downsample(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.relu(checkpoint_seq(self._residual, x, enabled=self.with_cp))
+        return self.relu(maybe_checkpoint(self._residual, x, enabled=self.with_cp))
 
 
 @MODELS.register_module()
@@ -152,15 +152,8 @@ class LESAResNet(BaseLSABackbone):
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg)
         name = type(self).__name__
-        if isinstance(arch, str):
-            if arch not in self.arch_zoo:
-                raise ValueError(f'{name}: arch must be one of {sorted(self.arch_zoo)} or a '
-                                 f'dict, got {arch!r}')
-            arch = self.arch_zoo[arch]
-        essential = {'base_channels', 'stage_blocks', 'widen_factor'}
-        if not isinstance(arch, dict) or set(arch) != essential:
-            raise ValueError(f'{name}: a custom arch must be a dict with exactly the keys '
-                             f'{sorted(essential)}, got {arch!r}')
+        arch = resolve_arch(name, arch, self.arch_zoo,
+                            {'base_channels', 'stage_blocks', 'widen_factor'}, exact=True)
         if form not in self.form_zoo:
             raise ValueError(f'{name}: form must be one of {sorted(self.form_zoo)}, got {form!r}')
         defaults = self.form_zoo[form]

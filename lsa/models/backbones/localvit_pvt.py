@@ -3,62 +3,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.models.layers.common import checkpoint_seq, nchw_to_nlc, nlc_to_nchw, to_2tuple
+from lsa.models.layers.common import maybe_checkpoint, nlc_to_nchw, to_2tuple
+from lsa.models.layers.patch_embed import PatchEmbed
+from lsa.models.layers.pos_embed import resize_pos_embed
+from lsa.models.layers.vit_attention import SpatialReductionAttention
+from lsa.models.layers.vit_block import LocalViTBlock
+from lsa.models.layers.weight_init import init_vit_weights
 from lsa.registry import MODELS
 from lsa.types import OutIndices
 
-from .base import BaseLSABackbone
-from .localvit import (
-    LFF_CFG,
-    LocalViTBlock,
-    PatchEmbed,
-    TokenParamsFreezeMixin,
-    check_arch,
-    init_vit_weights,
-    resize_pos_embed,
-)
+from .base import BaseLSABackbone, TokenParamsFreezeMixin, resolve_arch
+from .localvit import LFF_CFG
 
-
-class SpatialReductionAttention(nn.Module):
-    """PVT attention: keys/values from a ``sr``-strided conv of the grid (+ LayerNorm).
-
-    ``q`` Linear(C, C); ``sr`` Conv2d(C, C, sr, stride sr) and ``norm`` LN(eps 1e-5) when
-    ``sr_ratio > 1``; ``kv`` Linear(C, 2C) rows [k; v]; scale ``(C / heads) ** -0.5``.
-    Token I/O (B, N, C) -> (B, N, C); ``hw_shape`` is the grid of the N tokens when
-    ``sr_ratio > 1`` (with ``sr_ratio == 1`` any tokens, e.g. a class token, are allowed).
-    """
-
-    def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'SpatialReductionAttention: dim {dim} is not divisible by '
-                             f'num_heads {num_heads}')
-        if sr_ratio < 1:
-            raise ValueError(f'SpatialReductionAttention: sr_ratio must be >= 1, got {sr_ratio}')
-        self.num_heads, self.sr_ratio, self.attn_drop = num_heads, sr_ratio, attn_drop
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        if sr_ratio > 1:
-            self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio)
-            self.norm = nn.LayerNorm(dim)
-
-    def forward(self, x: Tensor, hw_shape: tuple[int, int] | None = None) -> Tensor:
-        B, N, C = x.shape
-        h = self.num_heads
-        q = self.q(x).reshape(B, N, h, C // h).transpose(1, 2)
-        kv_in = x
-        if self.sr_ratio > 1:
-            kv_in = self.norm(nchw_to_nlc(self.sr(nlc_to_nchw(x, hw_shape))))
-        k, v = self.kv(kv_in).reshape(B, -1, 2, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+__all__ = ['LocalViTPVT', 'SpatialReductionAttention']  # the attention's former home
 
 
 @MODELS.register_module()
@@ -93,7 +52,7 @@ class LocalViTPVT(TokenParamsFreezeMixin, BaseLSABackbone):
                  out_type: str = 'featmap', frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
-        a = check_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
+        a = resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
         dims, depths = a['embed_dims'], a['depths']
         n = len(dims)
         if any(len(a[k]) != n for k in self.essential_keys):
@@ -161,7 +120,7 @@ class LocalViTPVT(TokenParamsFreezeMixin, BaseLSABackbone):
                                    extra, mode='bilinear')
             x = self.pos_drop(x + pos)
             for blk in getattr(self, f'block{s + 1}'):
-                x = checkpoint_seq(blk, x, hw, extra, enabled=self.with_cp)
+                x = maybe_checkpoint(blk, x, hw, extra, enabled=self.with_cp)
             if s == last and self.out_type == 'cls_token':
                 outs.append(self.norm(x)[:, 0])
                 break

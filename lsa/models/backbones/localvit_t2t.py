@@ -17,24 +17,19 @@ from torch import Tensor
 
 from lsa.models.layers.common import nlc_to_nchw, to_2tuple
 from lsa.models.layers.locality_ffn import build_ffn, ffn_residual, is_grid_ffn
+from lsa.models.layers.weight_init import init_vit_weights
 from lsa.registry import MODELS
 from lsa.types import OutIndices
 
-from .base import BaseLSABackbone
-from .localvit import (
-    LFF_CFG,
-    ClassTokenEncoderMixin,
-    LocalViTBlock,
-    MultiheadSelfAttention,
-    TokenParamsFreezeMixin,
-    check_arch,
-    init_vit_weights,
-)
+from .base import BaseLSABackbone, ClassTokenEncoderMixin, TokenParamsFreezeMixin, resolve_arch
+from .localvit import LFF_CFG
 
 #: The LFF of the T2T token layers in the official model: h-swish, no channel attention.
 TOKEN_LFF_CFG = dict(type='lsa.LocalityFeedForward', act='hs')
 #: (kernel, stride, padding) of the three soft splits.
 SOFT_SPLITS = ((7, 4, 2), (3, 2, 1), (3, 2, 1))
+#: Image pixels per encoder token (the product of the soft-split strides: 16).
+T2T_STRIDE = math.prod(s for _, s, _ in SOFT_SPLITS)
 
 
 def sinusoid_pos_embed(num_positions: int, dim: int) -> Tensor:
@@ -197,7 +192,6 @@ class LocalViTT2T(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbon
         't2t-7': dict(embed_dims=256, depth=7, num_heads=4, mlp_ratio=2, se_channels=4),
     }
     essential_keys = {'embed_dims', 'depth', 'num_heads', 'mlp_ratio', 'se_channels'}
-    num_extra_tokens = 1
 
     def __init__(self, arch: str | dict = 't2t-7', ffn_cfg: dict | None = None,
                  token_ffn_cfg: dict | None = None, img_size: int | tuple[int, int] = 224,
@@ -209,11 +203,11 @@ class LocalViTT2T(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbon
                  norm_eval: bool = False, with_cp: bool = False,
                  init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
-        a = check_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
+        a = resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
         if out_type not in ('cls_token', 'featmap'):
             raise ValueError(f"LocalViTT2T: out_type must be 'cls_token' or 'featmap', "
                              f'got {out_type!r}')
-        C, depth = a['embed_dims'], a['depth']
+        C = a['embed_dims']
         self.embed_dims, self.out_type, self.final_norm = C, out_type, final_norm
         ffn_cfg = dict(LFF_CFG if ffn_cfg is None else ffn_cfg)
         if not isinstance(ffn_cfg.get('type'), str):
@@ -226,16 +220,8 @@ class LocalViTT2T(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbon
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(
             sinusoid_pos_embed(1 + math.prod(self.patch_resolution), C), requires_grad=False)
-        self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
-        self.blocks = nn.ModuleList(
-            LocalViTBlock(C, MultiheadSelfAttention(C, a['num_heads'], qkv_bias, attn_drop_rate,
-                                                    drop_rate),
-                          a['mlp_ratio'], ffn_cfg, a['se_channels'], drop_rate, dpr[i], norm_eps)
-            for i in range(depth))
-        self.norm = nn.LayerNorm(C, eps=norm_eps) if final_norm else None
-        self.num_stages = depth
-        self._init_outputs(out_indices, [C] * depth, [16] * depth)
+        self._build_encoder(a, ffn_cfg, T2T_STRIDE, out_indices, qkv_bias, drop_rate,
+                            attn_drop_rate, drop_path_rate, norm_eps, final_norm)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_vit_weights)
         self._freeze_stages()

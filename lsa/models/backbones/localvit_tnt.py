@@ -8,44 +8,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.models.layers.common import DropPath, Mlp, checkpoint_seq, nlc_to_nchw, to_2tuple
+from lsa.models.layers.common import DropPath, Mlp, maybe_checkpoint, nlc_to_nchw, to_2tuple
 from lsa.models.layers.locality_ffn import build_ffn, ffn_norm, ffn_residual
+from lsa.models.layers.pos_embed import resize_pos_embed
+from lsa.models.layers.vit_attention import TNTAttention
+from lsa.models.layers.weight_init import init_vit_weights
 from lsa.registry import MODELS
 from lsa.types import OutIndices
 
-from .base import BaseLSABackbone
-from .localvit import (
-    LFF_CFG,
-    TokenParamsFreezeMixin,
-    check_arch,
-    init_vit_weights,
-    resize_pos_embed,
-)
+from .base import BaseLSABackbone, TokenParamsFreezeMixin, resolve_arch
+from .localvit import LFF_CFG
 
-
-class TNTAttention(nn.Module):
-    """TNT's attention: ``qk`` Linear(C, 2C) rows [q; k], separate ``v`` Linear(C, C),
-    scale ``(C / heads) ** -0.5``, ``proj`` Linear(C, C). Token I/O (B, N, C)."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'TNTAttention: dim {dim} is not divisible by num_heads {num_heads}')
-        self.num_heads, self.attn_drop = num_heads, attn_drop
-        self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
-        self.v = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        B, N, C = x.shape
-        h = self.num_heads
-        q, k = self.qk(x).reshape(B, N, 2, h, C // h).permute(2, 0, 3, 1, 4).unbind(0)
-        v = self.v(x).reshape(B, N, h, C // h).transpose(1, 2)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+__all__ = ['LocalViTTNT', 'TNTAttention']  # the attention's former home
 
 
 class TNTBlock(nn.Module):
@@ -142,7 +116,7 @@ class LocalViTTNT(TokenParamsFreezeMixin, BaseLSABackbone):
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
-        a = check_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
+        a = resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
         if out_type not in ('cls_token', 'featmap'):
             raise ValueError(f"LocalViTTNT: out_type must be 'cls_token' or 'featmap', "
                              f'got {out_type!r}')
@@ -191,7 +165,7 @@ class LocalViTTNT(TokenParamsFreezeMixin, BaseLSABackbone):
                                                        hw, 1))
         outs = []
         for i, blk in enumerate(self.blocks):
-            pixel, patch = checkpoint_seq(blk, pixel, patch, hw, enabled=self.with_cp)
+            pixel, patch = maybe_checkpoint(blk, pixel, patch, hw, enabled=self.with_cp)
             if i == len(self.blocks) - 1:
                 patch = self.norm(patch)
             if i in self.out_indices:

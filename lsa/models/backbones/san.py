@@ -6,12 +6,12 @@ from collections import OrderedDict
 import torch.nn as nn
 from torch import Tensor
 
-from lsa.models.layers.common import checkpoint_seq
+from lsa.models.layers.common import maybe_checkpoint
 from lsa.models.layers.san_attention import SA_TYPES
 from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
 
-from .base import BaseLSABackbone
+from .base import BaseLSABackbone, resolve_arch
 
 
 def split_arch_name(arch: str) -> tuple[str, str | None]:
@@ -48,7 +48,7 @@ class SANStage(nn.Module):
     def forward(self, x: Tensor, with_cp: bool = False) -> Tensor:
         x = self.transition(self.pool(x))
         for block in self.blocks:
-            x = checkpoint_seq(block, x, enabled=with_cp)
+            x = maybe_checkpoint(block, x, enabled=with_cp)
         return self.act(self.norm(x))
 
 
@@ -135,12 +135,7 @@ class SAN(BaseLSABackbone):
         if isinstance(arch, str):
             name, sa_type = split_arch_name(arch)
             return self.arch_zoo[name], sa_type
-        if not isinstance(arch, dict):
-            raise TypeError(f'SAN: arch must be a str or a dict, got {type(arch).__name__}')
-        missing = [k for k in self.essential_keys if k not in arch]
-        if missing:
-            raise ValueError(f'SAN: a custom arch dict needs the keys {self.essential_keys}, '
-                             f'missing {missing} in {arch}')
+        arch = resolve_arch('SAN', arch, self.arch_zoo, self.essential_keys)
         lens = {k: len(arch[k]) for k in self.essential_keys}
         if len(set(lens.values())) != 1:
             raise ValueError(f'SAN: arch entries must have one value per stage, got lengths {lens}')

@@ -15,36 +15,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.models.layers.common import DropPath, checkpoint_seq, nchw_to_nlc
+from lsa.models.layers.common import DropPath, maybe_checkpoint
+from lsa.models.layers.locality_ffn import ffn_residual, is_grid_ffn
+from lsa.models.layers.patch_embed import PatchEmbed
+from lsa.models.layers.weight_init import init_vit_weights
 from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
 
-from .base import BaseLSABackbone
+from .base import BaseLSABackbone, resolve_arch
+
+__all__ = ['SwinHost', 'SwinBlock', 'SwinStage', 'PatchMerging', 'PatchEmbed']  # PatchEmbed: moved
 
 CfgOrCfgs = dict | Sequence[dict] | None
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping patch embedding: (B, 3, H, W) -> (B, ceil(H/p)*ceil(W/p), C).
-
-    The image is zero-padded right/bottom to a multiple of the patch size (as the
-    official det/seg backbones do; a no-op for multiples of ``patch_size``).
-    """
-
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int = 4) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
-        self.norm = nn.LayerNorm(embed_dims)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        p = self.patch_size
-        H, W = x.shape[-2:]
-        if H % p or W % p:
-            x = F.pad(x, (0, (p - W % p) % p, 0, (p - H % p) % p))
-        x = self.proj(x)  # B, C, H/p, W/p
-        hw = (x.shape[2], x.shape[3])
-        return self.norm(nchw_to_nlc(x)), hw
 
 
 class PatchMerging(nn.Module):
@@ -75,27 +57,28 @@ class PatchMerging(nn.Module):
 class SwinBlock(nn.Module):
     """Pre-norm transformer block on a token map.
 
-    ``x = x + drop_path(attn(norm1(x), hw))``;
-    ``x = x + drop_path(ffn(norm2(x), hw))`` (``ffn_norm=False`` drops ``norm2``;
-    ``ffn_residual=False`` means the feed-forward returns the block output itself,
-    residual included, and no drop-path is applied to it).
+    ``x = x + drop_path(attn(norm1(x), hw))``, then the feed-forward wired by
+    :func:`~lsa.models.layers.locality_ffn.ffn_residual` (the protocol every host uses):
+    ``x + drop_path(ffn(norm2(x), hw))`` for an MLP, ``x + ffn(x, hw)`` without norm2 or drop
+    path for a grid FFN (LFF). ``ffn_norm`` / ``ffn_residual`` override what the FFN declares
+    (None: follow it); ``ffn_residual=False`` means the FFN returns the block output itself.
     """
 
     def __init__(self, dim: int, attn: nn.Module, ffn: nn.Module, drop_path: float = 0.0,
-                 ffn_norm: bool = True, ffn_residual: bool = True) -> None:
+                 ffn_norm: bool | None = None, ffn_residual: bool | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = attn
-        self.norm2 = nn.LayerNorm(dim) if ffn_norm else nn.Identity()
+        with_norm = not is_grid_ffn(ffn) if ffn_norm is None else ffn_norm
+        self.norm2 = nn.LayerNorm(dim) if with_norm else nn.Identity()
         self.ffn = ffn
-        self.ffn_residual = ffn_residual
+        self.own_residual = None if ffn_residual is None else not ffn_residual
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), hw_shape))
-        if self.ffn_residual:
-            return x + self.drop_path(self.ffn(self.norm2(x), hw_shape))
-        return self.ffn(self.norm2(x), hw_shape)
+        return ffn_residual(self.ffn, x, hw_shape, 0, self.norm2, self.drop_path,
+                            self.own_residual)
 
 
 class SwinStage(nn.Module):
@@ -153,9 +136,10 @@ class SwinHost(BaseLSABackbone):
             Default: window attention (window 7) everywhere.
         ffn_cfg: Feed-forward config (one or a list of four); default ``lsa.Mlp``.
         mlp_ratio: Hidden width of the feed-forward over ``dim``.
-        ffn_norm: Pre-norm before the feed-forward (``norm2``).
-        ffn_residual: Residual + drop-path around the feed-forward; False when the
-            feed-forward adds its own residual.
+        ffn_norm: Pre-norm before the feed-forward (``norm2``); None: as the FFN declares
+            (yes for an MLP, no for a grid FFN such as the LFF).
+        ffn_residual: Residual around the feed-forward; False when the feed-forward adds
+            its own residual; None: as the FFN declares (its ``residual`` attribute).
         patch_size: Patch embedding stride.
         in_channels: Image channels.
         drop_path_rate: Maximum stochastic depth, linear over all blocks.
@@ -183,8 +167,9 @@ class SwinHost(BaseLSABackbone):
     default_attn_cfg = dict(type='lsa.ShiftWindowAttention', window_size=7)
 
     def __init__(self, arch: str | dict = 'tiny', attn_cfgs: CfgOrCfgs = None,
-                 ffn_cfg: CfgOrCfgs = None, mlp_ratio: float = 4.0, ffn_norm: bool = True,
-                 ffn_residual: bool = True, patch_size: int = 4, in_channels: int = 3,
+                 ffn_cfg: CfgOrCfgs = None, mlp_ratio: float = 4.0,
+                 ffn_norm: bool | None = None, ffn_residual: bool | None = None,
+                 patch_size: int = 4, in_channels: int = 3,
                  drop_path_rate: float = 0.1, pad_small_map: bool = False,
                  out_indices: OutIndices = (0, 1, 2, 3), frozen_stages: int = -1,
                  norm_eval: bool = False, with_cp: bool = False,
@@ -208,7 +193,7 @@ class SwinHost(BaseLSABackbone):
                               self.num_stages, 'ffn_cfg', owner)
         self.attn_cfgs, self.ffn_cfgs = attn_cfgs, ffn_cfgs
 
-        self.patch_embed = PatchEmbed(in_channels, dims0, patch_size)
+        self.patch_embed = PatchEmbed(in_channels, dims0, patch_size, norm_eps=1e-5)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         self.stages = nn.ModuleList()
         first = 0
@@ -223,36 +208,14 @@ class SwinHost(BaseLSABackbone):
         self._init_outputs(out_indices, dims, [patch_size * 2 ** i for i in range(len(dims))])
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
-        self.apply(self._init_linear_and_norm)
+        self.apply(init_vit_weights)
         self._freeze_stages()
 
     def _resolve_arch(self, arch: str | dict) -> dict:
-        owner = type(self).__name__
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise ValueError(f'{owner}: unknown arch {arch!r}; choose one of '
-                                 f'{sorted(set(self.arch_zoo))} or pass a dict with '
-                                 f'{list(self.essential_keys)}')
-            return dict(self.arch_zoo[key])
-        if not isinstance(arch, dict):
-            raise TypeError(f'{owner}: arch must be a str or a dict, got {type(arch).__name__}')
-        missing = set(self.essential_keys) - set(arch)
-        if missing:
-            raise ValueError(f'{owner}: a custom arch needs the keys {list(self.essential_keys)}; '
-                             f'missing {sorted(missing)} in {arch}')
-        return dict(arch)
+        return resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
 
-    @staticmethod
-    def _init_linear_and_norm(m: nn.Module) -> None:
-        """timm/Swin init: Linear trunc_normal(.02) + zero bias, LayerNorm (1, 0)."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    #: Former name of :func:`lsa.models.layers.weight_init.init_vit_weights`.
+    _init_linear_and_norm = staticmethod(init_vit_weights)
 
     def build_attn(self, cfg: dict, dim: int, num_heads: int, index: int) -> nn.Module:
         """Attention of block ``index`` of a stage from its config."""
@@ -287,7 +250,7 @@ class SwinHost(BaseLSABackbone):
         outs = []
         for i, stage in enumerate(self.stages):
             for block in stage.blocks:
-                x = checkpoint_seq(block, x, hw, enabled=self.with_cp)
+                x = maybe_checkpoint(block, x, hw, enabled=self.with_cp)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(x)
                 outs.append(out.transpose(1, 2).reshape(x.shape[0], -1, *hw))

@@ -116,9 +116,16 @@ def window_reverse(windows: Tensor, window_size: int, H: int, W: int) -> Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, -1)
 
 
-def checkpoint_seq(module: nn.Module, *args: Any, enabled: bool) -> Any:
-    """Run ``module(*args)`` under gradient checkpointing when ``enabled`` and grads flow."""
+def maybe_checkpoint(module: nn.Module, *args: Any, enabled: bool) -> Any:
+    """Run ``module(*args)`` under gradient checkpointing when ``enabled`` and grads flow.
+
+    One module call (timm's ``checkpoint_seq`` instead splits a sequence into segments).
+    """
     if enabled and torch.is_grad_enabled() and any(
             isinstance(a, Tensor) and a.requires_grad for a in args):
         return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False)
     return module(*args)
+
+
+#: Former name of :func:`maybe_checkpoint` (kept as an alias).
+checkpoint_seq = maybe_checkpoint
