@@ -118,15 +118,47 @@ def _register() -> None:
         input, weight = ctx.saved_tensors
         grad_input = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_input = torch.ops.lsa.aggregation_backward_input(
-                grad_output, input, weight, *ctx.args)
+            grad_input = ops.aggregation_backward_input(grad_output, input, weight, *ctx.args)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.ops.lsa.aggregation_backward_weight(
-                grad_output, input, weight, *ctx.args)
+            grad_weight = ops.aggregation_backward_weight(grad_output, input, weight, *ctx.args)
         return grad_input, grad_weight, None, None, None, None, None
 
+    # The backward ops are bilinear; their derivatives are again aggregation ops, so every
+    # order of differentiation is exact. With y = F(x, w) (the forward), bi(g, w) = F_x^T g
+    # and bw(g, x) = F_w^T g: <bi(g, w), u> = <g, F(u, w)> and <bw(g, x), v> = <g, F(x, v)>.
+    # `input` of bi and `weight` of bw give only shapes (no gradient).
+
+    def _setup_context_bwd(ctx, inputs, output):
+        grad_output, input, weight, *args = inputs
+        ctx.save_for_backward(grad_output, input, weight)
+        ctx.args = args
+
+    def _backward_of_backward_input(ctx, gg):  # gg: gradient w.r.t. grad_input
+        grad_output, input, weight = ctx.saved_tensors
+        d_go = d_w = None
+        if ctx.needs_input_grad[0]:
+            d_go = ops.aggregation_forward(gg, weight, *ctx.args)
+        if ctx.needs_input_grad[2]:
+            d_w = ops.aggregation_backward_weight(grad_output, gg, weight, *ctx.args)
+        return d_go, None, d_w, None, None, None, None, None
+
+    def _backward_of_backward_weight(ctx, gg):  # gg: gradient w.r.t. grad_weight
+        grad_output, input, weight = ctx.saved_tensors
+        d_go = d_x = None
+        if ctx.needs_input_grad[0]:
+            d_go = ops.aggregation_forward(input, gg, *ctx.args)
+        if ctx.needs_input_grad[1]:
+            d_x = ops.aggregation_backward_input(grad_output, input, gg, *ctx.args)
+        return d_go, d_x, None, None, None, None, None, None
+
+    ops = torch.ops.lsa
     torch.library.register_autograd('lsa::aggregation_forward', _backward,
                                     setup_context=_setup_context)
+    torch.library.register_autograd('lsa::aggregation_backward_input',
+                                    _backward_of_backward_input, setup_context=_setup_context_bwd)
+    torch.library.register_autograd('lsa::aggregation_backward_weight',
+                                    _backward_of_backward_weight,
+                                    setup_context=_setup_context_bwd)
 
 
 if HAS_EXT and hasattr(torch.ops.lsa, 'aggregation_forward'):

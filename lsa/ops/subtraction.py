@@ -133,11 +133,25 @@ def _register() -> None:
 
     def _backward(ctx, grad_output):
         (input1,) = ctx.saved_tensors
-        grad1, grad2 = torch.ops.lsa.subtraction2_backward(grad_output, input1, *ctx.args)
+        grad1, grad2 = ops.subtraction2_backward(grad_output, input1, *ctx.args)
         return grad1, grad2, None, None, None, None, None
 
+    # The backward op is linear in grad_output and is the transpose of the forward:
+    # <bwd(g), (u1, u2)> = <g, subtraction2(u1, u2)>, so its derivative is the forward op
+    # (exact at every order). `input` gives only the shape.
+
+    def _setup_context_bwd(ctx, inputs, output):
+        ctx.args = inputs[2:]
+
+    def _backward_of_backward(ctx, gg1, gg2):
+        d_go = ops.subtraction2_forward(gg1, gg2, *ctx.args) if ctx.needs_input_grad[0] else None
+        return d_go, None, None, None, None, None, None
+
+    ops = torch.ops.lsa
     torch.library.register_autograd('lsa::subtraction2_forward', _backward,
                                     setup_context=_setup_context)
+    torch.library.register_autograd('lsa::subtraction2_backward', _backward_of_backward,
+                                    setup_context=_setup_context_bwd)
 
 
 if HAS_EXT and hasattr(torch.ops.lsa, 'subtraction2_forward'):
