@@ -31,6 +31,7 @@ SAN_GEOMS = [
     (7, 1, 3, 1, 'reflect', 8, 9),
     ((3, 5), (2, 1), (1, 2), (2, 1), 'reflect', 7, 9),
     (3, 2, 3, 1, 'zeros', 7, 6),
+    (3, 1, 2, 1, 'reflect', 6, 7),  # padding > centre offset: the centre itself is reflected
 ]
 
 
@@ -97,6 +98,7 @@ ELSA_CASES = [
     (2, 4, 11, 10, 5, 2, 1, 'one', 'full'),
     (1, 2, 12, 9, 3, 3, 2, 'full', 'head'),
     (2, 3, 7, 7, 7, 1, 1, 'head', 'one'),
+    (1, 2, 20, 18, 3, 1, 1, 'full', 'full'),  # > 256 positions: ghost threads loop (strided)
 ]
 
 
