@@ -93,8 +93,7 @@ void backward_input_kernel(const SanGeometry& g, int64_t cw, const scalar_t* gra
           const scalar_t* wk = wp + (th * g.kw + tw) * L;
           for (int64_t h = 0; h < g.ho; ++h) {
             const int64_t row = rows.at(th, h);
-            if (row >= 0)
-              san_scatter_row(acc + row * g.w, wk + h * g.wo, gp + h * g.wo, cols, tw);
+            if (row >= 0) san_scatter_row(acc + row * g.w, wk + h * g.wo, gp + h * g.wo, cols, tw);
           }
         }
       store(buf, dxp, HW);
@@ -131,8 +130,8 @@ void backward_weight_kernel(const SanGeometry& g, int64_t cw, const scalar_t* gr
 }
 
 at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& weight,
-                       at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t pad_mode) {
+                       at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                       at::IntArrayRef dilation, int64_t pad_mode) {
   int64_t cw = 0;
   const SanGeometry g = check_inputs("aggregation_forward", input, weight, kernel_size, stride,
                                      padding, dilation, pad_mode, &cw);

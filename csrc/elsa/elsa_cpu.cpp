@@ -6,20 +6,18 @@
 //   dA:                  one task per (n, tap) plane; channels in order.
 // Inner loops run along a row with the out-of-image taps clipped beforehand, so they are
 // branch-free (and vectorised for stride 1). Half types accumulate in float.
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
+#include <torch/library.h>
 
 #include <array>
 #include <tuple>
-#include <torch/library.h>
-
 #include <vector>
 
 #include "elsa.h"
+#include "lsa/dispatch.h"
 
 namespace lsa {
 namespace elsa {
@@ -27,10 +25,10 @@ namespace {
 
 // out[n, c] for one (n, c) plane.
 template <typename scalar_t, typename acc_t>
-void forward_plane(const Geometry& g, const scalar_t* __restrict__ v,
-                   const scalar_t* __restrict__ a, const scalar_t* __restrict__ mul,
-                   const scalar_t* __restrict__ add, acc_t* __restrict__ acc,
-                   scalar_t* __restrict__ out) {
+void forward_plane(const Geometry& g, const scalar_t* LSA_RESTRICT v,
+                   const scalar_t* LSA_RESTRICT a, const scalar_t* LSA_RESTRICT mul,
+                   const scalar_t* LSA_RESTRICT add, acc_t* LSA_RESTRICT acc,
+                   scalar_t* LSA_RESTRICT out) {
   const int64_t plane_o = g.ho * g.wo;
   for (int64_t i = 0; i < plane_o; ++i) acc[i] = acc_t(0);
   for (int64_t ky = 0; ky < g.k; ++ky) {
@@ -63,12 +61,12 @@ void forward_plane(const Geometry& g, const scalar_t* __restrict__ v,
 
 // dV (whole plane), dM and dD (k*k values) of one (n, c) plane.
 template <typename scalar_t, typename acc_t, bool NEED_V, bool NEED_MD>
-void backward_plane(const Geometry& g, const scalar_t* __restrict__ go,
-                    const scalar_t* __restrict__ v, const scalar_t* __restrict__ a,
-                    const scalar_t* __restrict__ mul, const scalar_t* __restrict__ add,
-                    acc_t* __restrict__ dv_acc, acc_t* __restrict__ row_m,
-                    acc_t* __restrict__ row_d, scalar_t* __restrict__ dv,
-                    scalar_t* __restrict__ dmul, scalar_t* __restrict__ dadd) {
+void backward_plane(const Geometry& g, const scalar_t* LSA_RESTRICT go,
+                    const scalar_t* LSA_RESTRICT v, const scalar_t* LSA_RESTRICT a,
+                    const scalar_t* LSA_RESTRICT mul, const scalar_t* LSA_RESTRICT add,
+                    acc_t* LSA_RESTRICT dv_acc, acc_t* LSA_RESTRICT row_m,
+                    acc_t* LSA_RESTRICT row_d, scalar_t* LSA_RESTRICT dv,
+                    scalar_t* LSA_RESTRICT dmul, scalar_t* LSA_RESTRICT dadd) {
   const int64_t plane_i = g.h * g.w, plane_o = g.ho * g.wo, s = g.s;
   if (NEED_V)
     for (int64_t i = 0; i < plane_i; ++i) dv_acc[i] = acc_t(0);
@@ -119,9 +117,9 @@ void backward_plane(const Geometry& g, const scalar_t* __restrict__ go,
 
 // dA[n, tap] = sum_c mul[n, c, tap] * G[n, c] * V[n, c] shifted by the tap.
 template <typename scalar_t, typename acc_t>
-void attn_grad_plane(const Geometry& g, int64_t tap, const scalar_t* __restrict__ go,
-                     const scalar_t* __restrict__ v, const scalar_t* __restrict__ mul,
-                     acc_t* __restrict__ acc, scalar_t* __restrict__ da) {
+void attn_grad_plane(const Geometry& g, int64_t tap, const scalar_t* LSA_RESTRICT go,
+                     const scalar_t* LSA_RESTRICT v, const scalar_t* LSA_RESTRICT mul,
+                     acc_t* LSA_RESTRICT acc, scalar_t* LSA_RESTRICT da) {
   const int64_t plane_i = g.h * g.w, plane_o = g.ho * g.wo, s = g.s, kk = g.taps();
   const int64_t oy = g.tap_offset(tap / g.k), ox = g.tap_offset(tap % g.k);
   int64_t y0, y1, x0, x1;
@@ -146,66 +144,54 @@ void attn_grad_plane(const Geometry& g, int64_t tap, const scalar_t* __restrict_
 at::Tensor elsa_forward_cpu(const at::Tensor& features, const at::Tensor& attn,
                             const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
                             int64_t kernel_size, int64_t stride, int64_t dilation) {
-  const Geometry g = check_inputs("lsa::elsa_forward", features, attn, ghost_mul, ghost_add,
-                                  kernel_size, stride, dilation);
+  const Inputs in = check_inputs("elsa_forward", features, attn, ghost_mul, ghost_add, kernel_size,
+                                 stride, dilation);
+  const Geometry& g = in.g;
   auto out = at::empty({g.nb, g.cg, g.ho, g.wo}, features.options());
   if (out.numel() == 0) return out;
-  const auto v = features.contiguous(), a = attn.contiguous();
-  const auto m = ghost_mul.contiguous(), b = ghost_add.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, features.scalar_type(),
-                                  "elsa_forward_cpu", [&] {
+  LSA_DISPATCH_FLOATING_TYPES(features.scalar_type(), "elsa_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t *pv = v.data_ptr<scalar_t>(), *pa = a.data_ptr<scalar_t>();
-    const scalar_t *pm = m.data_ptr<scalar_t>(), *pb = b.data_ptr<scalar_t>();
-    scalar_t* po = out.data_ptr<scalar_t>();
+    const scalar_t *pv = in.v.const_data_ptr<scalar_t>(), *pa = in.a.const_data_ptr<scalar_t>();
+    const scalar_t *pm = in.m.const_data_ptr<scalar_t>(), *pb = in.b.const_data_ptr<scalar_t>();
+    scalar_t* po = out.mutable_data_ptr<scalar_t>();
     const int64_t kk = g.taps(), plane_i = g.h * g.w, plane_o = g.ho * g.wo;
     at::parallel_for(0, g.nb * g.cg, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> acc(plane_o);
       for (int64_t p = begin; p < end; ++p) {
         const int64_t n = p / g.cg;
-        forward_plane<scalar_t, acc_t>(g, pv + p * plane_i, pa + n * kk * plane_o,
-                                       pm + p * kk, pb + p * kk, acc.data(),
-                                       po + p * plane_o);
+        forward_plane<scalar_t, acc_t>(g, pv + p * plane_i, pa + n * kk * plane_o, pm + p * kk,
+                                       pb + p * kk, acc.data(), po + p * plane_o);
       }
     });
   });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& features, const at::Tensor& attn,
-    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, int64_t kernel_size,
-    int64_t stride, int64_t dilation, std::array<bool, 4> mask) {
-  const Geometry g = check_inputs("lsa::elsa_backward", features, attn, ghost_mul, ghost_add,
-                                  kernel_size, stride, dilation);
-  check_grad("lsa::elsa_backward", grad_out, features, g);
-  const auto opts = features.options();
+Grads elsa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& features,
+                        const at::Tensor& attn, const at::Tensor& ghost_mul,
+                        const at::Tensor& ghost_add, int64_t kernel_size, int64_t stride,
+                        int64_t dilation, std::array<bool, 4> mask) {
+  const Inputs in = check_inputs("elsa_backward", features, attn, ghost_mul, ghost_add, kernel_size,
+                                 stride, dilation);
+  const Geometry& g = in.g;
+  check_grad("elsa_backward", grad_out, features, g);
   const bool need_v = mask[0], need_a = mask[1], need_md = mask[2] || mask[3];
-  const auto none = [&] { return at::empty({0}, opts); };  // a gradient not asked for
-  if (g.nb * g.cg * g.ho * g.wo == 0) {  // no output: every gradient is zero
-    return {need_v ? at::zeros({g.nb, g.cg, g.h, g.w}, opts) : none(),
-            need_a ? at::zeros({g.nb, g.taps(), g.ho, g.wo}, opts) : none(),
-            mask[2] ? at::zeros({g.nb, g.cg, g.k, g.k}, opts) : none(),
-            mask[3] ? at::zeros({g.nb, g.cg, g.k, g.k}, opts) : none()};
-  }
-  // The kernels write every element of the gradients they compute.
-  auto dv = need_v ? at::empty({g.nb, g.cg, g.h, g.w}, opts) : none();
-  auto da = need_a ? at::empty({g.nb, g.taps(), g.ho, g.wo}, opts) : none();
-  auto dm = need_md ? at::empty({g.nb, g.cg, g.k, g.k}, opts) : none();
-  auto dd = need_md ? at::empty({g.nb, g.cg, g.k, g.k}, opts) : none();
-  const auto go = grad_out.contiguous(), v = features.contiguous(), a = attn.contiguous();
-  const auto m = ghost_mul.contiguous(), b = ghost_add.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, features.scalar_type(),
-                                  "elsa_backward_cpu", [&] {
+  bool empty_output = false;
+  at::Tensor dv, da, dm, dd;  // the kernels write every element of those they compute
+  std::tie(dv, da, dm, dd) = allocate_grads(g, features.options(), mask, &empty_output);
+  const auto none = [&] { return at::empty({0}, features.options()); };
+  if (empty_output) return {dv, da, mask[2] ? dm : none(), mask[3] ? dd : none()};
+  const auto go = grad_out.contiguous();
+  LSA_DISPATCH_FLOATING_TYPES(features.scalar_type(), "elsa_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t *pg = go.data_ptr<scalar_t>(), *pv = v.data_ptr<scalar_t>();
-    const scalar_t *pa = a.data_ptr<scalar_t>(), *pm = m.data_ptr<scalar_t>();
-    const scalar_t* pb = b.data_ptr<scalar_t>();
+    const scalar_t *pg = go.const_data_ptr<scalar_t>(), *pv = in.v.const_data_ptr<scalar_t>();
+    const scalar_t *pa = in.a.const_data_ptr<scalar_t>(), *pm = in.m.const_data_ptr<scalar_t>();
+    const scalar_t* pb = in.b.const_data_ptr<scalar_t>();
     const int64_t kk = g.taps(), plane_i = g.h * g.w, plane_o = g.ho * g.wo;
     if (need_v || need_md) {
-      scalar_t* pdv = need_v ? dv.data_ptr<scalar_t>() : nullptr;
-      scalar_t* pdm = need_md ? dm.data_ptr<scalar_t>() : nullptr;
-      scalar_t* pdd = need_md ? dd.data_ptr<scalar_t>() : nullptr;
+      scalar_t* pdv = need_v ? dv.mutable_data_ptr<scalar_t>() : nullptr;
+      scalar_t* pdm = need_md ? dm.mutable_data_ptr<scalar_t>() : nullptr;
+      scalar_t* pdd = need_md ? dd.mutable_data_ptr<scalar_t>() : nullptr;
       at::parallel_for(0, g.nb * g.cg, 1, [&](int64_t begin, int64_t end) {
         std::vector<acc_t> dv_acc(need_v ? plane_i : 0), row_m(g.wo), row_d(g.wo);
         for (int64_t p = begin; p < end; ++p) {
@@ -217,28 +203,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
           scalar_t* ddp = need_md ? pdd + p * kk : nullptr;
           if (need_v && need_md)
             backward_plane<scalar_t, acc_t, true, true>(g, gp, vp, ap, pm + p * kk, pb + p * kk,
-                                                        dv_acc.data(), row_m.data(),
-                                                        row_d.data(), dvp, dmp, ddp);
+                                                        dv_acc.data(), row_m.data(), row_d.data(),
+                                                        dvp, dmp, ddp);
           else if (need_v)
             backward_plane<scalar_t, acc_t, true, false>(g, gp, vp, ap, pm + p * kk, pb + p * kk,
-                                                         dv_acc.data(), row_m.data(),
-                                                         row_d.data(), dvp, dmp, ddp);
+                                                         dv_acc.data(), row_m.data(), row_d.data(),
+                                                         dvp, dmp, ddp);
           else
             backward_plane<scalar_t, acc_t, false, true>(g, gp, vp, ap, pm + p * kk, pb + p * kk,
-                                                         dv_acc.data(), row_m.data(),
-                                                         row_d.data(), dvp, dmp, ddp);
+                                                         dv_acc.data(), row_m.data(), row_d.data(),
+                                                         dvp, dmp, ddp);
         }
       });
     }
     if (need_a) {
-      scalar_t* pda = da.data_ptr<scalar_t>();
+      scalar_t* pda = da.mutable_data_ptr<scalar_t>();
       at::parallel_for(0, g.nb * kk, 1, [&](int64_t begin, int64_t end) {
         std::vector<acc_t> acc(plane_o);
         for (int64_t q = begin; q < end; ++q) {
           const int64_t n = q / kk, tap = q % kk;
-          attn_grad_plane<scalar_t, acc_t>(g, tap, pg + n * g.cg * plane_o,
-                                           pv + n * g.cg * plane_i, pm + n * g.cg * kk,
-                                           acc.data(), pda + q * plane_o);
+          attn_grad_plane<scalar_t, acc_t>(g, tap, pg + n * g.cg * plane_o, pv + n * g.cg * plane_i,
+                                           pm + n * g.cg * kk, acc.data(), pda + q * plane_o);
         }
       });
     }

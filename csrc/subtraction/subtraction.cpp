@@ -7,24 +7,28 @@
 namespace lsa {
 namespace subtraction {
 
-SanGeometry check_inputs(const char* fn, const at::Tensor& input1, const at::Tensor& other,
+SanGeometry check_inputs(const char* fn, const at::Tensor& input1, const at::Tensor& input2,
                          at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                         at::IntArrayRef padding, at::IntArrayRef dilation, int64_t pad_mode,
-                         bool other_is_grad) {
+                         at::IntArrayRef padding, at::IntArrayRef dilation, int64_t pad_mode) {
+  const SanGeometry g = san_geometry(fn, input1, kernel_size, stride, padding, dilation, pad_mode);
+  check_float_tensor(fn, "input2", input2, 4);
+  check_same_device_dtype(fn, "input1", input1, "input2", input2);
+  TORCH_CHECK_VALUE(input2.sizes() == input1.sizes(), fn,
+                    ": input1 and input2 must have one shape, got ", input1.sizes(), " and ",
+                    input2.sizes());
+  return g;
+}
+
+SanGeometry check_backward_inputs(const char* fn, const at::Tensor& grad_output,
+                                  at::IntArrayRef input_size, at::IntArrayRef kernel_size,
+                                  at::IntArrayRef stride, at::IntArrayRef padding,
+                                  at::IntArrayRef dilation, int64_t pad_mode) {
+  check_float_tensor(fn, "grad_output", grad_output, 4);
   const SanGeometry g =
-      san_geometry(fn, input1, kernel_size, stride, padding, dilation, pad_mode);
-  const char* name = other_is_grad ? "grad_output" : "input2";
-  check_float_tensor(fn, name, other, 4);
-  check_same_device_dtype(fn, "input", input1, name, other);
-  if (other_is_grad) {
-    TORCH_CHECK(other.sizes() == at::IntArrayRef({g.n, g.c, g.taps(), g.positions()}), fn,
-                ": grad_output must have shape (", g.n, ", ", g.c, ", ", g.taps(), ", ",
-                g.positions(), "), got ", other.sizes());
-  } else {
-    TORCH_CHECK(other.sizes() == input1.sizes(), fn,
-                ": input1 and input2 must have one shape, got ", input1.sizes(), " and ",
-                other.sizes());
-  }
+      san_geometry(fn, input_size, kernel_size, stride, padding, dilation, pad_mode);
+  TORCH_CHECK_VALUE(grad_output.sizes() == at::IntArrayRef({g.n, g.c, g.taps(), g.positions()}), fn,
+                    ": grad_output must have shape (", g.n, ", ", g.c, ", ", g.taps(), ", ",
+                    g.positions(), "), got ", grad_output.sizes());
   return g;
 }
 
@@ -35,8 +39,8 @@ TORCH_LIBRARY_FRAGMENT(lsa, m) {
   m.def(
       "subtraction2_forward(Tensor input1, Tensor input2, int[2] kernel_size, int[2] stride, "
       "int[2] padding, int[2] dilation, int pad_mode) -> Tensor");
-  // `input` (input1 of the forward) only gives the shape of the two gradients.
+  // Only the size (N, C, H, W) of the forward inputs is needed: the backward keeps no input.
   m.def(
-      "subtraction2_backward(Tensor grad_output, Tensor input, int[2] kernel_size, "
+      "subtraction2_backward(Tensor grad_output, SymInt[4] input_size, int[2] kernel_size, "
       "int[2] stride, int[2] padding, int[2] dilation, int pad_mode) -> (Tensor, Tensor)");
 }

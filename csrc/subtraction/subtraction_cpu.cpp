@@ -94,8 +94,8 @@ void backward_kernel(const SanGeometry& g, const scalar_t* grad, scalar_t* dx1, 
           for (int64_t h = 0; h < g.ho; ++h) {
             const int64_t row = rows.at(th, h);
             if (row >= 0)
-              san_scatter_row<scalar_t, acc_t>(d2.data() + row * g.w, gk + h * g.wo, nullptr,
-                                               cols, tw);
+              san_scatter_row<scalar_t, acc_t>(d2.data() + row * g.w, gk + h * g.wo, nullptr, cols,
+                                               tw);
           }
         }
       for (int64_t h = 0; h < g.ho; ++h) {
@@ -117,10 +117,10 @@ void backward_kernel(const SanGeometry& g, const scalar_t* grad, scalar_t* dx1, 
 }
 
 at::Tensor forward_cpu(const at::Tensor& input1, const at::Tensor& input2,
-                       at::IntArrayRef kernel_size, at::IntArrayRef stride,
-                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t pad_mode) {
+                       at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                       at::IntArrayRef dilation, int64_t pad_mode) {
   const SanGeometry g = check_inputs("subtraction2_forward", input1, input2, kernel_size, stride,
-                                     padding, dilation, pad_mode, false);
+                                     padding, dilation, pad_mode);
   const at::Tensor a = input1.contiguous(), b = input2.contiguous();
   at::Tensor y = at::empty({g.n, g.c, g.taps(), g.positions()}, input1.options());
   LSA_DISPATCH_FLOATING_TYPES(input1.scalar_type(), "subtraction2_forward_cpu", [&] {
@@ -131,16 +131,16 @@ at::Tensor forward_cpu(const at::Tensor& input1, const at::Tensor& input2,
 }
 
 std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad_output,
-                                                const at::Tensor& input,
-                                                at::IntArrayRef kernel_size,
-                                                at::IntArrayRef stride, at::IntArrayRef padding,
-                                                at::IntArrayRef dilation, int64_t pad_mode) {
-  const SanGeometry g = check_inputs("subtraction2_backward", input, grad_output, kernel_size,
-                                     stride, padding, dilation, pad_mode, true);
+                                                at::IntArrayRef input_size,
+                                                at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                                at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                int64_t pad_mode) {
+  const SanGeometry g = check_backward_inputs("subtraction2_backward", grad_output, input_size,
+                                              kernel_size, stride, padding, dilation, pad_mode);
   const at::Tensor go = grad_output.contiguous();
-  at::Tensor dx1 = at::empty({g.n, g.c, g.h, g.w}, input.options());
-  at::Tensor dx2 = at::empty({g.n, g.c, g.h, g.w}, input.options());
-  LSA_DISPATCH_FLOATING_TYPES(input.scalar_type(), "subtraction2_backward_cpu", [&] {
+  at::Tensor dx1 = at::empty({g.n, g.c, g.h, g.w}, grad_output.options());
+  at::Tensor dx2 = at::empty({g.n, g.c, g.h, g.w}, grad_output.options());
+  LSA_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "subtraction2_backward_cpu", [&] {
     backward_kernel<scalar_t>(g, go.const_data_ptr<scalar_t>(), dx1.mutable_data_ptr<scalar_t>(),
                               dx2.mutable_data_ptr<scalar_t>());
   });

@@ -5,11 +5,12 @@ Public functions (stable names): ``aggregation``, ``subtraction``,
 :mod:`lsa.ops.reference`.
 """
 from ._ext import HAS_EXT, has_cuda_kernels, require_ext
+from ._san_args import reflect_min_size
 from .aggregation import Aggregation, aggregation
 from .elsa import elsa
 from .subtraction import Subtraction, Subtraction2, subtraction, subtraction2
 
 __all__ = [
     'HAS_EXT', 'Aggregation', 'Subtraction', 'Subtraction2', 'aggregation', 'elsa',
-    'has_cuda_kernels', 'require_ext', 'subtraction', 'subtraction2',
+    'has_cuda_kernels', 'reflect_min_size', 'require_ext', 'subtraction', 'subtraction2',
 ]

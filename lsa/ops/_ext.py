@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 import torch
+from torch import Tensor
 
 try:
     importlib.import_module('lsa._C')
@@ -29,6 +30,21 @@ def require_ext(op: str) -> None:
     """Raise a RuntimeError naming ``op`` and how to build ``lsa._C`` if it is missing."""
     if not HAS_EXT:
         raise RuntimeError(f'lsa.ops.{op}: ' + _BUILD_HINT.format(err=EXT_ERROR))
+
+
+def require_kernels(op: str, t: Tensor) -> None:
+    """The one fallback policy of lsa's ops: there is none. Run ``torch.ops.lsa.<op>_*`` on
+    ``t``'s device or raise a RuntimeError that says why not and how to build (a missing or
+    stale ``lsa._C``, or a CUDA tensor with a CPU-only build). The slow pure-PyTorch
+    references (:mod:`lsa.ops.reference`) are never substituted silently."""
+    require_ext(op)
+    if not hasattr(torch.ops.lsa, f'{op}_forward'):
+        raise RuntimeError(f'lsa.ops.{op}: lsa._C was built without this op (a stale build?); '
+                           'rebuild it with `pip install -e . --no-build-isolation`')
+    if isinstance(t, Tensor) and t.is_cuda and not has_cuda_kernels():
+        raise RuntimeError(f'lsa.ops.{op}: lsa._C has no CUDA kernels (built without CUDA); '
+                           'rebuild it with LSA_WITH_CUDA=1, or call '
+                           f'lsa.ops.reference.{op}_ref explicitly')
 
 
 def has_cuda_kernels() -> bool:

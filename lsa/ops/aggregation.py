@@ -1,8 +1,9 @@
 """SAN aggregation: weighted sum over a local window with shared weights.
 
-Layering: :func:`aggregation` validates, then calls ``torch.ops.lsa.aggregation_forward``
-(C++ CPU / CUDA kernels in ``csrc/aggregation/``); its autograd formula calls the
-backward ops, and a fake implementation lets ``torch.compile`` trace it. The
+Layering (the op template of ``docs/ops.md``): :func:`aggregation` normalises its arguments,
+then calls ``torch.ops.lsa.aggregation_forward`` (checks and C++ CPU / CUDA kernels in
+``csrc/aggregation/``); its autograd formula calls the backward ops, whose own autograd
+formulas make double backward exact; fake implementations let ``torch.compile`` trace. The
 pure-PyTorch :func:`lsa.ops.reference.aggregation_ref` defines the semantics.
 """
 from __future__ import annotations
@@ -12,10 +13,9 @@ from torch import Tensor, nn
 
 from lsa.types import IntOr2Tuple
 
-from ._checks import autocast_inputs, check_device_dtype, check_same, check_tensor
-from ._ext import HAS_EXT
-from ._san_args import check_geometry, out_size, san_geometry, use_kernels
-from .reference.san import aggregation_ref
+from ._checks import autocast_inputs, tensor_arg
+from ._ext import HAS_EXT, require_kernels
+from ._san_args import out_size, san_geometry
 
 __all__ = ['aggregation', 'Aggregation']
 
@@ -40,34 +40,16 @@ def aggregation(input: Tensor, weight: Tensor, kernel_size: IntOr2Tuple,
         (N, C, Ho, Wo), ``Ho = (H + 2p - d(k-1) - 1) // s + 1``.
 
     Dtypes: float32/float64/float16/bfloat16 (accumulation in fp32 for the 16-bit
-    types; under ``torch.autocast`` both inputs are cast to the autocast dtype);
-    devices: CPU and CUDA. Reference: :func:`lsa.ops.reference.aggregation_ref`.
+    types; under ``torch.autocast`` float32/16-bit inputs are cast to the autocast dtype,
+    float64 ones are left alone, as PyTorch does); devices: CPU and CUDA. Differentiable to
+    any order. Bad inputs raise ValueError/TypeError from the C++ op's checks.
+    Reference: :func:`lsa.ops.reference.aggregation_ref`.
     """
     op = 'aggregation'
-    check_tensor(op, 'input', input, 4)
-    check_tensor(op, 'weight', weight, 4)
-    input, weight = autocast_inputs(input, weight)
-    check_same(op, input=input, weight=weight)
-    check_device_dtype(op, input)
+    input, weight = autocast_inputs(tensor_arg(op, 'input', input),
+                                    tensor_arg(op, 'weight', weight))
     geom = san_geometry(op, kernel_size, stride, padding, dilation, pad_mode)
-    N, C, H, W = input.shape
-    Ho, Wo = check_geometry(op, (H, W), geom)
-    Nw, Cw, K, L = weight.shape
-    kh, kw = geom.kernel_size
-    if Nw != N:
-        raise ValueError(f'{op}: weight batch {Nw} != input batch {N} '
-                         f'(input {tuple(input.shape)}, weight {tuple(weight.shape)})')
-    if Cw == 0 or C % Cw:
-        raise ValueError(f'{op}: input channels C={C} must be a multiple of the weight '
-                         f'channels Cw={Cw}')
-    if K != kh * kw:
-        raise ValueError(f'{op}: weight taps weight.shape[2]={K} != kernel area '
-                         f'{kh}*{kw}={kh * kw}')
-    if L != Ho * Wo:
-        raise ValueError(f'{op}: weight positions weight.shape[3]={L} != Ho*Wo={Ho}*{Wo}'
-                         f'={Ho * Wo} for input size {(H, W)}')
-    if not use_kernels(op, input):
-        return aggregation_ref(input, weight, kernel_size, stride, padding, dilation, pad_mode)
+    require_kernels(op, input)
     return torch.ops.lsa.aggregation_forward(input, weight, *geom.as_op_args())
 
 
@@ -118,15 +100,47 @@ def _register() -> None:
         input, weight = ctx.saved_tensors
         grad_input = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_input = torch.ops.lsa.aggregation_backward_input(
-                grad_output, input, weight, *ctx.args)
+            grad_input = ops.aggregation_backward_input(grad_output, input, weight, *ctx.args)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.ops.lsa.aggregation_backward_weight(
-                grad_output, input, weight, *ctx.args)
+            grad_weight = ops.aggregation_backward_weight(grad_output, input, weight, *ctx.args)
         return grad_input, grad_weight, None, None, None, None, None
 
+    # The backward ops are bilinear; their derivatives are again aggregation ops, so every
+    # order of differentiation is exact. With y = F(x, w) (the forward), bi(g, w) = F_x^T g
+    # and bw(g, x) = F_w^T g: <bi(g, w), u> = <g, F(u, w)> and <bw(g, x), v> = <g, F(x, v)>.
+    # `input` of bi and `weight` of bw give only shapes (no gradient).
+
+    def _setup_context_bwd(ctx, inputs, output):
+        grad_output, input, weight, *args = inputs
+        ctx.save_for_backward(grad_output, input, weight)
+        ctx.args = args
+
+    def _backward_of_backward_input(ctx, gg):  # gg: gradient w.r.t. grad_input
+        grad_output, input, weight = ctx.saved_tensors
+        d_go = d_w = None
+        if ctx.needs_input_grad[0]:
+            d_go = ops.aggregation_forward(gg, weight, *ctx.args)
+        if ctx.needs_input_grad[2]:
+            d_w = ops.aggregation_backward_weight(grad_output, gg, weight, *ctx.args)
+        return d_go, None, d_w, None, None, None, None, None
+
+    def _backward_of_backward_weight(ctx, gg):  # gg: gradient w.r.t. grad_weight
+        grad_output, input, weight = ctx.saved_tensors
+        d_go = d_x = None
+        if ctx.needs_input_grad[0]:
+            d_go = ops.aggregation_forward(input, gg, *ctx.args)
+        if ctx.needs_input_grad[1]:
+            d_x = ops.aggregation_backward_input(grad_output, input, gg, *ctx.args)
+        return d_go, d_x, None, None, None, None, None, None
+
+    ops = torch.ops.lsa
     torch.library.register_autograd('lsa::aggregation_forward', _backward,
                                     setup_context=_setup_context)
+    torch.library.register_autograd('lsa::aggregation_backward_input',
+                                    _backward_of_backward_input, setup_context=_setup_context_bwd)
+    torch.library.register_autograd('lsa::aggregation_backward_weight',
+                                    _backward_of_backward_weight,
+                                    setup_context=_setup_context_bwd)
 
 
 if HAS_EXT and hasattr(torch.ops.lsa, 'aggregation_forward'):

@@ -1,6 +1,6 @@
 """The ELSA op: Hadamard local attention with a ghost head (ELSA, Zhou et al. 2021).
 
-``lsa.ops.elsa`` validates its inputs and calls the compiled op
+``lsa.ops.elsa`` normalises its arguments and calls the compiled op
 ``torch.ops.lsa.elsa_forward`` (CPU and CUDA kernels in ``csrc/elsa/``), whose
 backward is the compiled op ``torch.ops.lsa.elsa_backward``. Autograd and a fake
 (meta) implementation are registered here with ``torch.library`` so that the op
@@ -12,77 +12,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import FLOAT_DTYPES, check_device_dtype, check_same, positive_int
-from ._ext import HAS_EXT, require_ext
+from ._checks import autocast_inputs, int_arg, tensor_arg
+from ._ext import HAS_EXT, require_kernels
 
 __all__ = ['elsa']
 
 _OP = 'elsa'
-
-
-def _check_ghost(name: str, t: object, target: tuple) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f'{_OP}: {name} must be a torch.Tensor, got {type(t).__name__}')
-    if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f'{_OP}: {name} must be a floating tensor '
-                        f'(float32/float64/float16/bfloat16), got {t.dtype}')
-    shape = tuple(t.shape)
-    ok = t.dim() <= 4 and all(a in (1, b) for a, b in zip(shape[::-1], target[::-1]))
-    if not ok:
-        raise ValueError(f'{_OP}: {name} of shape {shape} is not broadcastable to '
-                         f'(Nb, Cg, k, k) = {target}')
-    return t
-
-
-def _check_4d(name: str, t: object) -> Tensor:
-    if not isinstance(t, Tensor):
-        raise TypeError(f'{_OP}: {name} must be a torch.Tensor, got {type(t).__name__}')
-    if t.dim() != 4:
-        raise ValueError(f'{_OP}: {name} must be 4-D, got shape {tuple(t.shape)}')
-    if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f'{_OP}: {name} must be a floating tensor '
-                        f'(float32/float64/float16/bfloat16), got {t.dtype}')
-    return t
-
-
-def _validate(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,
-              kernel_size: int, stride: int, dilation: int) -> tuple:
-    k = positive_int(_OP, 'kernel_size', kernel_size)
-    if k % 2 == 0:
-        raise ValueError(f'{_OP}: kernel_size must be odd, got {kernel_size}')
-    s = positive_int(_OP, 'stride', stride)
-    d = positive_int(_OP, 'dilation', dilation)
-    _check_4d('features', features)
-    _check_4d('attn', attn)
-    nb, cg, h, w = features.shape
-    target = (nb, cg, k, k)
-    _check_ghost('ghost_mul', ghost_mul, target)
-    _check_ghost('ghost_add', ghost_add, target)
-    check_same(_OP, features=features, attn=attn, ghost_mul=ghost_mul, ghost_add=ghost_add)
-    check_device_dtype(_OP, features)
-    want = (nb, k * k, h // s, w // s)
-    if tuple(attn.shape) != want:
-        raise ValueError(f'{_OP}: attn must have shape (Nb, k*k, H//s, W//s) = {want} for features '
-                         f'{tuple(features.shape)}, kernel_size={k}, stride={s}; '
-                         f'got {tuple(attn.shape)}')
-    return k, s, d
-
-
-def _autocast(*tensors):
-    """Under autocast, run in the autocast dtype (like conv): AMP hands the op fp16/bf16
-    values next to a float32 softmax. The kernels accumulate in float32 anyway."""
-    t0 = tensors[0]
-    if not isinstance(t0, Tensor) or t0.device.type not in ('cpu', 'cuda'):
-        return tensors
-    if not torch.is_autocast_enabled(t0.device.type):
-        return tensors
-    dtype = torch.get_autocast_dtype(t0.device.type)
-    return tuple(t.to(dtype) if isinstance(t, Tensor) and t.is_floating_point() else t
-                 for t in tensors)
-
-
-def _has_op() -> bool:
-    return HAS_EXT and hasattr(torch.ops.lsa, 'elsa_forward')
 
 
 def _fake_forward(features, attn, ghost_mul, ghost_add, kernel_size, stride, dilation):
@@ -92,9 +27,11 @@ def _fake_forward(features, attn, ghost_mul, ghost_add, kernel_size, stride, dil
 
 def _fake_backward(grad_out, features, attn, ghost_mul, ghost_add, kernel_size, stride,
                    dilation, output_mask):
-    like = (features, attn, ghost_mul, ghost_add)
-    return tuple(t.new_empty(t.shape) if need else t.new_empty((0,))
-                 for t, need in zip(like, output_mask))
+    nb, cg = features.shape[:2]
+    ghost = (nb, cg, kernel_size, kernel_size)  # ghost gradients come back unreduced
+    shapes = (features.shape, attn.shape, ghost, ghost)
+    return tuple(features.new_empty(shape if need else (0,))
+                 for shape, need in zip(shapes, output_mask))
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -105,8 +42,11 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_out):
     mask = list(ctx.needs_input_grad[:4])
-    grads = torch.ops.lsa.elsa_backward(grad_out, *ctx.saved_tensors, *ctx.geometry, mask)
-    return (*(g if need else None for g, need in zip(grads, mask)), None, None, None)
+    saved = ctx.saved_tensors  # read once (activation checkpointing allows one unpack)
+    grads = torch.ops.lsa.elsa_backward(grad_out, *saved, *ctx.geometry, mask)
+    # a broadcast ghost gets the sum of its (Nb, Cg, k, k) gradient over the broadcast dims
+    return (*(g.sum_to_size(t.shape) if need else None
+              for g, t, need in zip(grads, saved, mask)), None, None, None)
 
 
 def _no_double_backward(ctx, *grads):
@@ -114,7 +54,7 @@ def _no_double_backward(ctx, *grads):
                               'supported; use lsa.ops.reference.elsa_ref for that')
 
 
-if _has_op():
+if HAS_EXT and hasattr(torch.ops.lsa, 'elsa_forward'):
     torch.library.register_fake('lsa::elsa_forward')(_fake_forward)
     torch.library.register_fake('lsa::elsa_backward')(_fake_backward)
     torch.library.register_autograd('lsa::elsa_forward', _backward,
@@ -166,17 +106,16 @@ def elsa(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,
     All four tensors must share one device (cpu or cuda) and one floating dtype
     (float32, float64, float16, bfloat16; half precision accumulates in float32).
     Inputs may be non-contiguous; ``Nb = 0`` gives an empty result. Under
-    ``torch.autocast`` all four are cast to the autocast dtype first (the official op
-    instead upcast to float32 and returned float32).
+    ``torch.autocast`` the float32/16-bit inputs are cast to the autocast dtype first and
+    float64 ones are left alone, as PyTorch does (the official op instead upcast to float32
+    and returned float32). Bad inputs raise ValueError/TypeError from the C++ op's checks;
+    double backward raises NotImplementedError.
     """
-    features, attn, ghost_mul, ghost_add = _autocast(features, attn, ghost_mul, ghost_add)
-    k, s, d = _validate(features, attn, ghost_mul, ghost_add, kernel_size, stride, dilation)
-    if not HAS_EXT:
-        require_ext(_OP)
-    nb, cg = features.shape[:2]
-    mul = ghost_mul.expand(nb, cg, k, k)
-    add = ghost_add.expand(nb, cg, k, k)
-    if not _has_op():
-        raise RuntimeError(f'{_OP}: lsa._C was built without the ELSA kernels (csrc/elsa); '
-                           'rebuild it with `pip install -e . --no-build-isolation`')
-    return torch.ops.lsa.elsa_forward(features, attn, mul, add, k, s, d)
+    names = ('features', 'attn', 'ghost_mul', 'ghost_add')
+    tensors = [tensor_arg(_OP, n, t) for n, t in zip(names, (features, attn, ghost_mul,
+                                                               ghost_add))]
+    k, s, d = (int_arg(_OP, n, v) for n, v in (('kernel_size', kernel_size), ('stride', stride),
+                                                ('dilation', dilation)))
+    features, attn, ghost_mul, ghost_add = autocast_inputs(*tensors)
+    require_kernels(_OP, features)
+    return torch.ops.lsa.elsa_forward(features, attn, ghost_mul, ghost_add, k, s, d)

@@ -1,9 +1,10 @@
 """SAN subtraction / subtraction2: centre minus each neighbour of a local window.
 
-Layering: :func:`subtraction` and :func:`subtraction2` validate, then call
-``torch.ops.lsa.subtraction2_forward`` (C++ CPU / CUDA kernels in ``csrc/subtraction/``;
-``subtraction(x)`` is ``subtraction2(x, x)``, autograd adds the two gradients). Its
-autograd formula calls ``subtraction2_backward``; a fake implementation lets
+Layering (the op template of ``docs/ops.md``): :func:`subtraction` and :func:`subtraction2`
+normalise their arguments, then call ``torch.ops.lsa.subtraction2_forward`` (checks and C++
+CPU / CUDA kernels in ``csrc/subtraction/``; ``subtraction(x)`` is ``subtraction2(x, x)``,
+autograd adds the two gradients). Its autograd formula calls ``subtraction2_backward``
+(given the input size only), whose own formula is the forward op; fake implementations let
 ``torch.compile`` trace it. References: :mod:`lsa.ops.reference.san`.
 """
 from __future__ import annotations
@@ -13,10 +14,9 @@ from torch import Tensor, nn
 
 from lsa.types import IntOr2Tuple
 
-from ._checks import autocast_inputs, check_device_dtype, check_same, check_tensor
-from ._ext import HAS_EXT
-from ._san_args import check_geometry, out_size, san_geometry, use_kernels
-from .reference.san import subtraction2_ref
+from ._checks import autocast_inputs, tensor_arg
+from ._ext import HAS_EXT, require_kernels
+from ._san_args import out_size, san_geometry
 
 __all__ = ['subtraction', 'subtraction2', 'Subtraction', 'Subtraction2']
 
@@ -40,19 +40,14 @@ def subtraction2(input1: Tensor, input2: Tensor, kernel_size: IntOr2Tuple,
     Returns:
         (N, C, kh*kw, Ho*Wo).
 
-    Dtypes: float32/float64/float16/bfloat16 (under ``torch.autocast`` the inputs are cast
-    to the autocast dtype); devices: CPU and CUDA.
+    Dtypes: float32/float64/float16/bfloat16 (under ``torch.autocast`` float32/16-bit inputs
+    are cast to the autocast dtype, float64 ones are left alone); devices: CPU and CUDA.
+    Differentiable to any order. Bad inputs raise ValueError/TypeError from the C++ checks.
     Reference: :func:`lsa.ops.reference.subtraction2_ref`.
     """
     op = 'subtraction2'
-    check_tensor(op, 'input1', input1, 4)
-    check_tensor(op, 'input2', input2, 4)
-    input1, input2 = autocast_inputs(input1, input2)
-    check_same(op, input1=input1, input2=input2)
-    check_device_dtype(op, input1)
-    if input1.shape != input2.shape:
-        raise ValueError(f'{op}: input1 and input2 must have one shape, got '
-                         f'{tuple(input1.shape)} and {tuple(input2.shape)}')
+    input1, input2 = autocast_inputs(tensor_arg(op, 'input1', input1),
+                                     tensor_arg(op, 'input2', input2))
     return _subtraction2(op, input1, input2, kernel_size, stride, padding, dilation, pad_mode)
 
 
@@ -64,17 +59,13 @@ def subtraction(input: Tensor, kernel_size: IntOr2Tuple, stride: IntOr2Tuple = 1
     Used by SAN for relative positions. Reference: :func:`lsa.ops.reference.subtraction_ref`.
     """
     op = 'subtraction'
-    check_tensor(op, 'input', input, 4)
-    (input,) = autocast_inputs(input)
-    check_device_dtype(op, input)
+    (input,) = autocast_inputs(tensor_arg(op, 'input', input))
     return _subtraction2(op, input, input, kernel_size, stride, padding, dilation, pad_mode)
 
 
 def _subtraction2(op, input1, input2, kernel_size, stride, padding, dilation, pad_mode):
     geom = san_geometry(op, kernel_size, stride, padding, dilation, pad_mode)
-    check_geometry(op, tuple(input1.shape[2:]), geom)
-    if not use_kernels('subtraction2', input1):
-        return subtraction2_ref(input1, input2, kernel_size, stride, padding, dilation, pad_mode)
+    require_kernels('subtraction2', input1)
     return torch.ops.lsa.subtraction2_forward(input1, input2, *geom.as_op_args())
 
 
@@ -122,22 +113,34 @@ def _register() -> None:
         return input1.new_empty((input1.shape[0], input1.shape[1], K, Ho * Wo))
 
     @torch.library.register_fake('lsa::subtraction2_backward')
-    def _fake_backward(grad_output, input, *args):
-        grad = torch.empty_like(input, memory_format=torch.contiguous_format)
-        return grad, torch.empty_like(grad)
+    def _fake_backward(grad_output, input_size, *args):
+        return grad_output.new_empty(input_size), grad_output.new_empty(input_size)
 
     def _setup_context(ctx, inputs, output):
         input1, _, *args = inputs
-        ctx.save_for_backward(input1)
+        ctx.input_size = list(input1.shape)  # the backward needs only the size: keep no input
         ctx.args = args
 
     def _backward(ctx, grad_output):
-        (input1,) = ctx.saved_tensors
-        grad1, grad2 = torch.ops.lsa.subtraction2_backward(grad_output, input1, *ctx.args)
+        grad1, grad2 = ops.subtraction2_backward(grad_output, ctx.input_size, *ctx.args)
         return grad1, grad2, None, None, None, None, None
 
+    # The backward op is linear in grad_output and is the transpose of the forward:
+    # <bwd(g), (u1, u2)> = <g, subtraction2(u1, u2)>, so its derivative is the forward op
+    # (exact at every order).
+
+    def _setup_context_bwd(ctx, inputs, output):
+        ctx.args = inputs[2:]
+
+    def _backward_of_backward(ctx, gg1, gg2):
+        d_go = ops.subtraction2_forward(gg1, gg2, *ctx.args) if ctx.needs_input_grad[0] else None
+        return d_go, None, None, None, None, None, None
+
+    ops = torch.ops.lsa
     torch.library.register_autograd('lsa::subtraction2_forward', _backward,
                                     setup_context=_setup_context)
+    torch.library.register_autograd('lsa::subtraction2_backward', _backward_of_backward,
+                                    setup_context=_setup_context_bwd)
 
 
 if HAS_EXT and hasattr(torch.ops.lsa, 'subtraction2_forward'):

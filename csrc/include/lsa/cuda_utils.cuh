@@ -1,49 +1,53 @@
-// CUDA launch helpers shared by lsa's kernels.
+// The CUDA launcher of lsa's kernels (see lsa/launch.h for the kernel convention).
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
 
-#include <algorithm>
-#include <climits>
-#include <cstdint>
 #include <initializer_list>
+
+#include "lsa/launch.h"
 
 namespace lsa {
 namespace cuda {
 
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = int64_t(1) << 20;  // grid-stride loops cover the rest
-
-inline unsigned int num_blocks(int64_t n) {
-  return static_cast<unsigned int>(std::max<int64_t>(
-      1, std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks)));
+template <typename F>
+__global__ void __launch_bounds__(kThreads) grid_kernel(const F f) {
+  f(Thread{blockIdx.x, threadIdx.x, blockDim.x, gridDim.x});
 }
 
-// True if every tensor is small enough for 32-bit indexing in grid-stride loops
-// (numel + the grid size must stay below INT_MAX).
-inline bool fits_int32(std::initializer_list<int64_t> numels) {
-  const int64_t limit = INT_MAX - kMaxBlocks * kThreads;
-  for (int64_t n : numels)
-    if (n > limit) return false;
-  return true;
+// One block per item; F::partial fills slot `thread` of its shared rows, a fixed tree adds
+// them (F::combine), thread 0 writes the block's result (F::finish). Deterministic.
+template <typename F>
+__global__ void __launch_bounds__(kThreads) block_reduce_kernel(const F f) {
+  __shared__ typename F::acc_t smem[F::kRows][kThreads];
+  const Thread t{blockIdx.x, threadIdx.x, blockDim.x, gridDim.x};
+  f.partial(t, smem);
+  __syncthreads();
+  for (unsigned int half = kThreads / 2; half > 0; half /= 2) {
+    if (t.thread < half) f.combine(t.thread, half, smem);
+    __syncthreads();
+  }
+  if (t.thread == 0) f.finish(t.block, smem);
 }
+
+// Launches on the current stream; 32-bit indexing whenever the sizes allow it.
+struct Launcher {
+  bool index32(std::initializer_list<int64_t> numels) const { return fits_int32(numels); }
+
+  template <typename F>
+  void grid(int64_t total, const F& f) const {
+    grid_kernel<<<num_blocks(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(f);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  template <typename F>
+  void block_reduce(int64_t blocks, const F& f) const {
+    block_reduce_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0,
+                          c10::cuda::getCurrentCUDAStream()>>>(f);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
 
 }  // namespace cuda
 }  // namespace lsa
-
-// Grid-stride loop over [0, n) with an index of type `index_t`.
-#define LSA_CUDA_KERNEL_LOOP(i, n)                                                      \
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
-       i += static_cast<index_t>(blockDim.x) * gridDim.x)
-
-// Runs the lambda-like block with `index_t` = int32_t if `small` else int64_t.
-#define LSA_DISPATCH_INDEX_TYPE(small, ...) \
-  [&] {                                     \
-    if (small) {                            \
-      using index_t = int32_t;              \
-      return __VA_ARGS__();                 \
-    } else {                                \
-      using index_t = int64_t;              \
-      return __VA_ARGS__();                 \
-    }                                       \
-  }()

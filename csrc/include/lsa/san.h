@@ -29,8 +29,8 @@ struct SanGeometryT {
   LSA_HOST_DEVICE I positions() const { return ho * wo; }
   template <typename J>
   SanGeometryT<J> cast() const {
-    return {J(n), J(c), J(h), J(w), J(kh), J(kw), J(sh), J(sw), J(ph), J(pw), J(dh), J(dw),
-            J(ho), J(wo), J(mode)};
+    return {J(n),  J(c),  J(h),  J(w),  J(kh), J(kw), J(sh),  J(sw),
+            J(ph), J(pw), J(dh), J(dw), J(ho), J(wo), J(mode)};
   }
 };
 using SanGeometry = SanGeometryT<int64_t>;
@@ -73,29 +73,32 @@ inline int64_t san_out_len(int64_t L, int64_t k, int64_t s, int64_t p, int64_t d
   return num < 0 ? 0 : num / s + 1;
 }
 
-// Checks the window arguments against `input` (N, C, H, W) and returns the geometry.
-inline SanGeometry san_geometry(const char* fn, const at::Tensor& input,
+// Checks the window arguments against an input of size (N, C, H, W) and returns the
+// geometry (the one home of these checks, including the reflect-padding fit).
+inline SanGeometry san_geometry(const char* fn, at::IntArrayRef input_size,
                                 at::IntArrayRef kernel_size, at::IntArrayRef stride,
                                 at::IntArrayRef padding, at::IntArrayRef dilation,
                                 int64_t pad_mode) {
-  check_float_tensor(fn, "input", input, 4);
-  TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
-                  dilation.size() == 2,
-              fn, ": kernel_size, stride, padding and dilation must be pairs, got ", kernel_size,
-              ", ", stride, ", ", padding, ", ", dilation);
-  TORCH_CHECK(kernel_size[0] >= 1 && kernel_size[1] >= 1, fn, ": kernel_size must be >= 1, got ",
-              kernel_size);
-  TORCH_CHECK(stride[0] >= 1 && stride[1] >= 1, fn, ": stride must be >= 1, got ", stride);
-  TORCH_CHECK(padding[0] >= 0 && padding[1] >= 0, fn, ": padding must be >= 0, got ", padding);
-  TORCH_CHECK(dilation[0] >= 1 && dilation[1] >= 1, fn, ": dilation must be >= 1, got ",
-              dilation);
-  TORCH_CHECK(pad_mode == kSanZeros || pad_mode == kSanReflect, fn,
-              ": pad_mode must be 0 (zeros) or 1 (reflect), got ", pad_mode);
+  TORCH_CHECK_VALUE(input_size.size() == 4, fn, ": the input size must be (N, C, H, W), got ",
+                    input_size);
+  TORCH_CHECK_VALUE(
+      kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+      fn, ": kernel_size, stride, padding and dilation must be pairs, got ", kernel_size, ", ",
+      stride, ", ", padding, ", ", dilation);
+  TORCH_CHECK_VALUE(kernel_size[0] >= 1 && kernel_size[1] >= 1, fn,
+                    ": kernel_size must be >= 1, got ", kernel_size);
+  TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1, fn, ": stride must be >= 1, got ", stride);
+  TORCH_CHECK_VALUE(padding[0] >= 0 && padding[1] >= 0, fn, ": padding must be >= 0, got ",
+                    padding);
+  TORCH_CHECK_VALUE(dilation[0] >= 1 && dilation[1] >= 1, fn, ": dilation must be >= 1, got ",
+                    dilation);
+  TORCH_CHECK_VALUE(pad_mode == kSanZeros || pad_mode == kSanReflect, fn,
+                    ": pad_mode must be 0 (zeros) or 1 (reflect), got ", pad_mode);
   SanGeometry g;
-  g.n = input.size(0);
-  g.c = input.size(1);
-  g.h = input.size(2);
-  g.w = input.size(3);
+  g.n = input_size[0];
+  g.c = input_size[1];
+  g.h = input_size[2];
+  g.w = input_size[3];
   g.kh = kernel_size[0];
   g.kw = kernel_size[1];
   g.sh = stride[0];
@@ -107,13 +110,22 @@ inline SanGeometry san_geometry(const char* fn, const at::Tensor& input,
   g.mode = pad_mode;
   g.ho = san_out_len(g.h, g.kh, g.sh, g.ph, g.dh);
   g.wo = san_out_len(g.w, g.kw, g.sw, g.pw, g.dw);
-  TORCH_CHECK(g.ho >= 1 && g.wo >= 1, fn, ": the window (kernel_size=", kernel_size,
-              ", dilation=", dilation, ", padding=", padding, ") does not fit the input of size (",
-              g.h, ", ", g.w, ")");
-  TORCH_CHECK(pad_mode != kSanReflect || (g.ph < g.h && g.pw < g.w), fn,
-              ": reflect padding needs padding < input size, got padding=", padding,
-              " for an input of size (", g.h, ", ", g.w, ")");
+  TORCH_CHECK_VALUE(g.ho >= 1 && g.wo >= 1, fn, ": the window (kernel_size=", kernel_size,
+                    ", dilation=", dilation, ", padding=", padding,
+                    ") does not fit the input of size (", g.h, ", ", g.w, ")");
+  TORCH_CHECK_VALUE(pad_mode != kSanReflect || (g.ph < g.h && g.pw < g.w), fn,
+                    ": reflect padding needs padding < input size, got padding=", padding,
+                    " for an input of size (", g.h, ", ", g.w, ")");
   return g;
+}
+
+// The same for a floating 4-D `input` tensor.
+inline SanGeometry san_geometry(const char* fn, const at::Tensor& input,
+                                at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                                at::IntArrayRef padding, at::IntArrayRef dilation,
+                                int64_t pad_mode) {
+  check_float_tensor(fn, "input", input, 4);
+  return san_geometry(fn, input.sizes(), kernel_size, stride, padding, dilation, pad_mode);
 }
 
 }  // namespace lsa

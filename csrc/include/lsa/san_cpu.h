@@ -17,8 +17,7 @@ struct SanAxis {
   std::vector<int64_t> src;     // k * out_len, -1 = skip (zeros padding)
   std::vector<int64_t> lo, hi;  // per tap
 
-  SanAxis(int64_t L, int64_t k_, int64_t s_, int64_t p_, int64_t d_, int64_t out_len_,
-          int64_t mode)
+  SanAxis(int64_t L, int64_t k_, int64_t s_, int64_t p_, int64_t d_, int64_t out_len_, int64_t mode)
       : k(k_), s(s_), p(p_), d(d_), out_len(out_len_), src(k_ * out_len_), lo(k_), hi(k_) {
     for (int64_t t = 0; t < k; ++t) {
       lo[t] = out_len;

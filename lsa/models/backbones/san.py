@@ -8,6 +8,7 @@ from torch import Tensor
 
 from lsa.models.layers.common import maybe_checkpoint
 from lsa.models.layers.san_attention import SA_TYPES
+from lsa.ops import reflect_min_size
 from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
 
@@ -150,7 +151,8 @@ class SAN(BaseLSABackbone):
         models).
         """
         last = max(self.out_indices)
-        return max(2 ** (i + 1) * (k // 2 + 1) for i, k in enumerate(self.kernels[:last + 1]))
+        return max(2 ** (i + 1) * reflect_min_size(k // 2)
+                   for i, k in enumerate(self.kernels[:last + 1]))
 
     def stem_modules(self) -> list[nn.Module]:
         return [self.stem]

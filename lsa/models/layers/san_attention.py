@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.ops import aggregation, subtraction, subtraction2
+from lsa.ops import aggregation, reflect_min_size, subtraction, subtraction2
 from lsa.registry import MODELS, build_block
 
 SA_TYPES = ('pairwise', 'patchwise')
@@ -144,11 +144,11 @@ class SANAttention(nn.Module):
             raise ValueError(f'{type(self).__name__}: expected input (N, {self.in_channels}, H, '
                              f'W), got {tuple(x.shape)}')
         H, W = x.shape[-2:]
-        if min(H, W) <= self.padding:
+        if min(H, W) < reflect_min_size(self.padding):
             raise ValueError(
                 f'{type(self).__name__}: input {H}x{W} is too small for kernel_size='
                 f'{self.kernel_size}, dilation={self.dilation}: the reflect padding '
-                f'{self.padding} needs height and width >= {self.padding + 1}')
+                f'{self.padding} needs height and width >= {reflect_min_size(self.padding)}')
         w = self.attention_weights(x)
         return aggregation(self.beta(x), w, **self._window)
 

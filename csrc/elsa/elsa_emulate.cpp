@@ -1,0 +1,50 @@
+// Test-only ops: the CUDA kernels of elsa_kernels.h run on the CPU over the whole launch
+// grid (lsa/emulate.h). Same arguments as the real ops plus `index_bits` (32/64) and
+// `max_blocks` (grid cap; small values exercise the grid-stride loops).
+#include <torch/library.h>
+
+#include <array>
+
+#include "elsa_kernels.h"
+#include "lsa/emulate.h"
+
+namespace lsa {
+namespace elsa {
+namespace {
+
+at::Tensor forward_emulated(const at::Tensor& features, const at::Tensor& attn,
+                            const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                            int64_t kernel_size, int64_t stride, int64_t dilation,
+                            int64_t index_bits, int64_t max_blocks) {
+  return forward_on(emulate::Launcher(index_bits, max_blocks), features, attn, ghost_mul, ghost_add,
+                    kernel_size, stride, dilation);
+}
+
+Grads backward_emulated(const at::Tensor& grad_out, const at::Tensor& features,
+                        const at::Tensor& attn, const at::Tensor& ghost_mul,
+                        const at::Tensor& ghost_add, int64_t kernel_size, int64_t stride,
+                        int64_t dilation, std::array<bool, 4> mask, int64_t index_bits,
+                        int64_t max_blocks) {
+  return backward_on(emulate::Launcher(index_bits, max_blocks), grad_out, features, attn, ghost_mul,
+                     ghost_add, kernel_size, stride, dilation, mask);
+}
+
+}  // namespace
+}  // namespace elsa
+}  // namespace lsa
+
+TORCH_LIBRARY_FRAGMENT(lsa, m) {
+  m.def(
+      "_emulate_cuda_elsa_forward(Tensor features, Tensor attn, Tensor ghost_mul, "
+      "Tensor ghost_add, int kernel_size, int stride, int dilation, int index_bits, "
+      "int max_blocks) -> Tensor");
+  m.def(
+      "_emulate_cuda_elsa_backward(Tensor grad_out, Tensor features, Tensor attn, "
+      "Tensor ghost_mul, Tensor ghost_add, int kernel_size, int stride, int dilation, "
+      "bool[4] output_mask, int index_bits, int max_blocks) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(lsa, CPU, m) {
+  m.impl("_emulate_cuda_elsa_forward", &lsa::elsa::forward_emulated);
+  m.impl("_emulate_cuda_elsa_backward", &lsa::elsa::backward_emulated);
+}
