@@ -10,7 +10,7 @@
 #   LSA_DEMO_DATA      dataset folder               (default data/demo_coco)
 #   LSA_DEMO_WORK_DIR  logs, checkpoints, picture   (default work_dirs/demo)
 #   LSA_DEMO_EPOCHS    training epochs              (default from the config)
-#   LSA_DEMO_NUM_TRAIN / LSA_DEMO_NUM_VAL  generated images (default 192 / 32)
+#   LSA_DEMO_NUM_TRAIN / LSA_DEMO_NUM_VAL  generated images (default 200 / 32)
 #   LSA_DEMO_SEED      dataset and training seed    (default 0)
 #   OMP_NUM_THREADS    torch CPU threads            (default 2; results are deterministic for
 #                                                    a given machine and thread count)
@@ -36,7 +36,7 @@ done
 
 echo "== 1/5 generating the demo dataset in $DATA"
 "$PYTHON" tools/misc/make_demo_data.py coco "$DATA" \
-    --num-train "${LSA_DEMO_NUM_TRAIN:-192}" --num-val "${LSA_DEMO_NUM_VAL:-32}" \
+    --num-train "${LSA_DEMO_NUM_TRAIN:-200}" --num-val "${LSA_DEMO_NUM_VAL:-32}" \
     --seed "$SEED" >/dev/null
 
 echo "== 2/5 training $CONFIG (work dir $WORK_DIR, $OMP_NUM_THREADS thread(s))"

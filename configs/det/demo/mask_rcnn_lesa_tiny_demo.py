@@ -39,12 +39,13 @@ test_evaluator = val_evaluator
 
 max_epochs = int('{{$LSA_DEMO_EPOCHS:8}}')  # demo/run_demo.sh passes LSA_DEMO_EPOCHS through
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
-# Linear warm-up, then a cosine decay over the epochs (by iteration): no milestone to misplace
-# when the demo is shortened.
+# A 50-iteration linear warm-up, then a cosine decay from the end of epoch 1 to the last
+# iteration: no milestone to misplace when the demo is shortened (end >= 2 keeps it valid for
+# a 1-epoch run).
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5,
-         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=max(max_epochs, 2),
+         eta_min=1e-5, convert_to_iter_based=True),
 ]
 # AdamW learns this from-scratch model much faster than the recipe's SGD; the demo departs
 # from the recipe here (docs/train_test.md#the-demo has the measurements).
