@@ -184,11 +184,13 @@ def run_cli(name: str, description: str,
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
-    if osp.realpath(args.src) == osp.realpath(args.dst):
-        raise ValueError(f'{name}: refusing to overwrite the source {args.src!r} with the '
-                         'converted checkpoint; give another DST')
-    ckpt = load_file(args.src, trusted=args.trust_checkpoint or None)
-    sd, meta = _convert_explained(name, args.src, ckpt, lambda c: convert(c, args))
+    from lsa.apis.cli import exit_on, load_errors
+    with exit_on(*load_errors(), FileNotFoundError, ValueError):
+        if osp.realpath(args.src) == osp.realpath(args.dst):
+            raise ValueError(f'{name}: refusing to overwrite the source {args.src!r} with the '
+                             'converted checkpoint; give another DST')
+        ckpt = load_file(args.src, trusted=args.trust_checkpoint or None)
+        sd, meta = _convert_explained(name, args.src, ckpt, lambda c: convert(c, args))
     meta = dict(meta, converted_from=osp.basename(args.src), converter=name)
     save_mmengine_checkpoint(sd, args.dst, meta)
     print(f'{name}: wrote {len(sd)} tensors to {args.dst} ({meta})')
