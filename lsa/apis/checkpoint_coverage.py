@@ -41,7 +41,9 @@ def unloaded_keys(model: nn.Module, checkpoint: Mapping) -> list[str]:
 
 
 def _prefix(key: str, depth: int = 2) -> str:
-    return '.'.join(key.split('.')[:depth]) + '.*'
+    """The key's module path, cut to ``depth`` parts (``backbone.layer1.*``)."""
+    parts = key.split('.')[:-1] or key.split('.')
+    return '.'.join(parts[:depth]) + '.*'
 
 
 def check_checkpoint_coverage(model: nn.Module, checkpoint: Mapping, source: str,

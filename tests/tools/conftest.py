@@ -1,5 +1,6 @@
-"""A tiny mmengine Runner (toy model, toy data) for the checkpoint tests."""
+"""Checkpoint-test helpers: a tiny mmengine Runner and a pickle-payload checkpoint."""
 import itertools
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -53,3 +54,32 @@ def toy_runner():
             randomness=dict(seed=0), **kwargs)
 
     return build
+
+
+class Payload:
+    """Unpickling this creates ``marker``: code run from a checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def _write_payload(path, marker) -> str:
+    torch.save({'state_dict': OrderedDict(w=torch.ones(2)), 'meta': {'x': Payload(marker)}},
+               str(path))
+    return str(path)
+
+
+@pytest.fixture
+def make_payload():
+    """``make_payload(path, marker)``: write a checkpoint that creates ``marker`` when unpickled."""
+    return _write_payload
+
+
+@pytest.fixture
+def payload(tmp_path):
+    """``(path, marker)`` of a payload checkpoint; ``marker`` must never appear."""
+    marker = tmp_path / 'MARKER'
+    return _write_payload(tmp_path / 'evil.pth', marker), marker

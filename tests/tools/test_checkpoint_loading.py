@@ -23,28 +23,6 @@ from lsa.compat import apply
 apply()
 
 
-class Payload:
-    """Unpickling this creates ``marker``: code run from a checkpoint."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, 'w'))
-
-
-def write_payload(path, marker):
-    torch.save({'state_dict': OrderedDict(w=torch.ones(2)), 'meta': {'x': Payload(marker)}},
-               str(path))
-    return str(path)
-
-
-@pytest.fixture
-def payload(tmp_path):
-    marker = tmp_path / 'MARKER'
-    return write_payload(tmp_path / 'evil.pth', marker), marker
-
-
 def _refused(call, marker):
     with pytest.raises(UntrustedCheckpointError) as info:
         call()
@@ -68,8 +46,9 @@ def test_payload_refused_on_every_mmengine_path(payload):
     _refused(lambda: Net().init_weights(), marker)
 
 
-def test_trusting_the_file_by_flag_or_env(payload, tmp_path, monkeypatch):
+def test_trusting_the_file_by_flag_or_env(payload, make_payload, tmp_path, monkeypatch):
     path, marker = payload
+    write_payload = make_payload
     other = write_payload(tmp_path / 'other.pth', tmp_path / 'OTHER')
     monkeypatch.setenv(TRUST_ENV, path)
     assert torch.equal(load_checkpoint_file(path)['state_dict']['w'], torch.ones(2))
@@ -177,7 +156,7 @@ def http_root(tmp_path):
 
 
 def test_http_checkpoints_load_and_payloads_are_refused(http_root, tmp_path, toy_runner,
-                                                        monkeypatch):
+                                                        monkeypatch, make_payload):
     root, url = http_root
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))  # the download cache
     runner = toy_runner(tmp_path / 'w', max_epochs=1)
@@ -186,6 +165,6 @@ def test_http_checkpoints_load_and_payloads_are_refused(http_root, tmp_path, toy
     ckpt = CheckpointLoader.load_checkpoint(f'{url}/epoch_1.pth', map_location='cpu')
     assert ckpt['meta']['epoch'] == 1 and 'fc.weight' in ckpt['state_dict']
     marker = tmp_path / 'MARKER'
-    write_payload(root / 'evil.pth', marker)
+    make_payload(root / 'evil.pth', marker)
     _refused(lambda: CheckpointLoader.load_checkpoint(f'{url}/evil.pth'), marker)
     assert (tmp_path / 'torch_home' / 'hub' / 'checkpoints' / 'evil.pth').is_file()
