@@ -102,6 +102,15 @@ def test_demo_settings_out_of_range(monkeypatch):
     check_demo_env({'LSA_DEMO_EPOCHS': '4', 'LSA_DEMO_SEED': '0'})
 
 
+def test_demo_data_counts_out_of_range(capsys):
+    make_data = _load('tools/misc/make_demo_data.py')
+    for flag, value in (('--num-train', '0'), ('--num-val', '-2'), ('--seed', '-1')):
+        with pytest.raises(SystemExit):
+            make_data.parse_args(['coco', 'out', flag, value])
+        assert f'{flag}: expected an integer >= ' in capsys.readouterr().err
+    assert make_data.parse_args(['coco', 'out', '--num-train', '3']).num_train == 3
+
+
 def test_schedule_checks():
     sched = [dict(type='MultiStepLR', begin=0, end=12, milestones=[8, 11])]
     check_schedule(dict(train_cfg=dict(max_epochs=12), param_scheduler=sched))
