@@ -183,6 +183,10 @@ def test_untrusted_checkpoint_refused_by_test_train_and_demo(demo_env, payload, 
         [img, DEMO_CFG, path, '--out-file', str(tmp_path / 'o.png'), '--device', 'cpu']))
     assert 'refusing to load' in msg
     assert not marker.exists()
+    # the explicit opt-in: the file is unpickled (payload runs), then its weights are checked
+    msg = _exit_message(lambda: _load('tools/test.py').main(
+        [DEMO_CFG, path, '--work-dir', str(tmp_path / 't'), '--trust-checkpoint']))
+    assert marker.exists() and 'evil.pth leaves' in msg
 
 
 def test_wrong_checkpoint_is_refused_not_silently_tested(demo_env, tmp_path):
