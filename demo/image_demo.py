@@ -5,7 +5,9 @@
     python demo/image_demo.py IMG CONFIG CHECKPOINT --out-file OUT.png [--score-thr 0.3]
 
 Works for detection (boxes and masks), segmentation (class map overlay) and
-classification (the predicted label), chosen by the config's ``default_scope``.
+classification (the predicted label), chosen by the config's ``default_scope``. The
+checkpoint is loaded without running code from it (``--trust-checkpoint`` lifts that for this
+file) and must fill every weight of the model (``--allow-partial`` to draw anyway).
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ import argparse
 import torch
 from mmengine.config import Config
 
-import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
-from lsa.runner_config import toolbox_of
+from lsa.apis.cli import exit_on, load_errors
+from lsa.apis.runner_config import toolbox_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -24,6 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--out-file', required=True, help='where to write the drawing')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load the checkpoint even if it needs types outside the safe '
+                        'allowlist; unpickling it may run code stored in it')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='draw even if the checkpoint leaves some weights unloaded')
     parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--score-thr', type=float, default=0.3, help='det: box score threshold')
     parser.add_argument('--min-size', type=int, default=512,
@@ -52,28 +59,52 @@ def _upscale(image, result, scale: float):
     return image, result
 
 
+def _build_model(toolbox: str, args: argparse.Namespace):
+    """The toolbox's inference model with the checkpoint loaded and checked for coverage."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from lsa.apis.checkpoint_coverage import check_checkpoint_coverage
+    if toolbox == 'mmdet':
+        from mmdet.apis import init_detector
+        model = init_detector(args.config, args.checkpoint, device=args.device)
+    elif toolbox == 'mmseg':
+        from mmseg.apis import init_model
+        model = init_model(args.config, args.checkpoint, device=args.device)
+    else:
+        from mmpretrain.apis import get_model
+        model = get_model(args.config, pretrained=args.checkpoint, device=args.device)
+    checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')
+    check_checkpoint_coverage(model, checkpoint, args.checkpoint, args.allow_partial)
+    return model
+
+
 def main(argv: list[str] | None = None):
+    from lsa.compat import apply
+    apply()  # before any toolbox import
+    from lsa.apis.checkpoint_loading import trust_checkpoint
+
     args = parse_args(argv)
     import mmcv
 
     toolbox = toolbox_of(Config.fromfile(args.config))
+    if args.trust_checkpoint:
+        trust_checkpoint(args.checkpoint)
+    with exit_on(*load_errors(), FileNotFoundError):
+        model = _build_model(toolbox, args)
     image = mmcv.imread(args.img, channel_order='rgb')
     if toolbox == 'mmdet':
-        from mmdet.apis import inference_detector, init_detector
+        from mmdet.apis import inference_detector
         from mmdet.registry import VISUALIZERS
-        model = init_detector(args.config, args.checkpoint, device=args.device)
         result = inference_detector(model, args.img)
         extra = dict(pred_score_thr=args.score_thr)
     elif toolbox == 'mmseg':
-        from mmseg.apis import inference_model, init_model
+        from mmseg.apis import inference_model
         from mmseg.registry import VISUALIZERS
-        model = init_model(args.config, args.checkpoint, device=args.device)
         result = inference_model(model, args.img)
         extra = dict(withLabels=True)
     else:
-        from mmpretrain.apis import ImageClassificationInferencer, get_model
+        from mmpretrain.apis import ImageClassificationInferencer
         from mmpretrain.registry import VISUALIZERS
-        model = get_model(args.config, pretrained=args.checkpoint, device=args.device)
         result = ImageClassificationInferencer(model, device=args.device)(
             args.img, return_datasamples=True)[0]
         extra = {}

@@ -1,65 +1,31 @@
-"""Fixes for what the frozen OpenMMLab releases break on torch 2.13 / numpy.
+"""Fixes for what the frozen OpenMMLab releases break on torch 2.13 / numpy, applied on request.
 
-Imported first by :mod:`lsa`. Each fix is small, idempotent, guarded, and has a
-test in ``tests/test_compat.py`` that fails without it.
+Nothing here runs at import: ``import lsa`` (``lsa.ops``, ``lsa.models``) changes nothing
+outside lsa. :func:`apply` applies every fix; lsa's tools call it first, and a config run
+by a toolbox's own tools gets it with ``custom_imports = dict(imports=['lsa.compat_apply',
+'lsa.models'])``. Each fix is small, idempotent, guarded and tested in ``tests/test_compat.py``.
 
-1. ``torch.load`` defaults to ``weights_only=True`` (torch >= 2.6), so mmengine
-   0.10.7 cannot load checkpoints that mmengine itself saved (its message hub
-   pickles ``HistoryBuffer`` and numpy objects). We re-register mmengine's local
-   and http(s) checkpoint schemes with ``weights_only=False`` (the fix mmengine
-   merged upstream in #1670 but never released).
-2. The PyPI torchvision wheel is CUDA-only; on a CPU torch its ``_C`` fails to
-   load and ``import torchvision`` raises because ``torchvision::nms`` has no
-   schema. mmpretrain (and, through it, mmdet) import torchvision, so we define
-   the ``nms``/``qnms`` schemas before the first import when the compiled ops
-   cannot load.
-3. mmengine's distributed init calls ``torch.cuda.set_device`` unconditionally;
-   on a CPU-only torch that is a no-op here so gloo runs work.
+1. Safe checkpoint loading: torch >= 2.6 defaults to ``weights_only=True``, so mmengine 0.10.7
+   cannot load the checkpoints it saves (its message hub pickles ``HistoryBuffer`` and numpy
+   objects). :func:`lsa.apis.checkpoint_loading.install_mmengine_loaders` makes mmengine's
+   local, http(s) and s3/petrel loaders use ``weights_only=True`` plus an allowlist of exactly
+   those types; anything else is refused unless the user trusts that file.
+2. The PyPI torchvision wheel is CUDA-only; on a CPU torch its ``_C`` fails to load and
+   ``import torchvision`` raises because ``torchvision::nms`` has no schema. mmpretrain (and,
+   through it, mmdet) import torchvision, so :func:`shim_torchvision_schemas` defines the
+   ``nms``/``qnms`` schemas before the first import when the compiled ops cannot load.
+3. mmengine's distributed init calls ``torch.cuda.set_device`` unconditionally; on a CPU-only
+   torch :func:`patch_cpu_set_device` makes it a no-op so gloo runs work.
 4. ``np.in1d`` was removed in numpy 2.4; mmpretrain's retrieval metrics use it.
 """
 from __future__ import annotations
 
 import importlib.util
-import os.path as osp
 
 import numpy as np
 import torch
 
 _TV_LIB = None  # keeps the torchvision schema library alive
-
-
-def _torch_load_trusted(filename: str, map_location=None):
-    return torch.load(filename, map_location=map_location, weights_only=False)
-
-
-def patch_mmengine_checkpoint_loading() -> bool:
-    """Make mmengine load its own checkpoints again (``weights_only=False``)."""
-    try:
-        from mmengine.runner.checkpoint import CheckpointLoader
-    except ImportError:  # pragma: no cover - mmengine is a core dependency
-        return False
-
-    @CheckpointLoader.register_scheme(prefixes='', force=True)
-    def load_from_local(filename, map_location):
-        filename = osp.expanduser(filename)
-        if not osp.isfile(filename):
-            raise FileNotFoundError(f'{filename} can not be found.')
-        return _torch_load_trusted(filename, map_location)
-
-    @CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), force=True)
-    def load_from_http(filename, map_location=None, model_dir=None, progress=True):
-        import mmengine.utils.dl_utils.hub as hub
-        from mmengine.utils.dl_utils import load_url
-        original = hub.torch.load
-        hub.torch.load = lambda f, map_location=None: original(
-            f, map_location=map_location, weights_only=False)
-        try:
-            return load_url(filename, model_dir=model_dir,
-                            map_location=map_location, progress=progress)
-        finally:
-            hub.torch.load = original
-
-    return True
 
 
 def _torchvision_ops_loadable() -> bool:
@@ -113,12 +79,13 @@ def patch_numpy_aliases() -> bool:
     return True
 
 
-def apply_all() -> None:
-    """Apply every fix; safe to call more than once."""
-    patch_mmengine_checkpoint_loading()
+def apply() -> None:
+    """Apply every fix (idempotent). Called by lsa's tools; configs name ``lsa.compat_apply``."""
     shim_torchvision_schemas()
     patch_cpu_set_device()
     patch_numpy_aliases()
+    from lsa.apis.checkpoint_loading import install_mmengine_loaders
+    install_mmengine_loaders()
 
 
-apply_all()
+apply_all = apply  # the earlier name

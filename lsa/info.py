@@ -11,7 +11,10 @@ def collect_env() -> dict[str, str]:
     import torch
 
     import lsa
+    from lsa.compat import apply
     from lsa.ops import _ext
+
+    apply()  # torchvision (through mmpretrain) imports on CPU torch only with the shim
 
     env = {'sys.platform': sys.platform, 'Python': sys.version.replace('\n', ''),
            'machine': platform.machine(), 'lsa': lsa.__version__,

@@ -7,14 +7,17 @@ as ``type='lsa.ClassName'`` once ``lsa.models`` is importable (the
     custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
     model = dict(backbone=dict(type='lsa.ELSASwin', arch='tiny'))
 """
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 from torch import nn
 
-__all__ = ['MODELS', 'build_block']
+__all__ = ['HOOKS', 'MODELS', 'build_block']
 
 #: Backbones and the papers' attention blocks / feed-forwards.
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='lsa', locations=['lsa.models'])
+#: Runner hooks (``type='lsa.AtomicCheckpointHook'``).
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='lsa', locations=['lsa.engine'])
 
 
 def build_block(cfg: dict) -> nn.Module:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
+import lsa.compat_apply  # noqa: F401  (lsa.compat.apply() before any toolbox import)
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 

@@ -1,4 +1,4 @@
-"""Each lsa.compat fix, with a check that the problem it fixes is real here."""
+"""lsa.compat: nothing happens at import; each fix of apply() is needed and works."""
 import subprocess
 import sys
 import textwrap
@@ -15,6 +15,58 @@ def _run(code: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+#: Prints every name lsa.compat.apply() touches outside lsa, as comparable strings.
+_SNAPSHOT = """
+    def snapshot():
+        import numpy as np, torch
+        import mmengine.runner.checkpoint as ck
+        try:
+            torch._C._dispatch_find_schema_or_throw('torchvision::nms', '')
+            tv = True
+        except RuntimeError:
+            tv = False
+        return {'set_device': torch.cuda.set_device.__module__ + '.'
+                + torch.cuda.set_device.__qualname__,
+                'np.in1d': repr(np.__dict__.get('in1d')), 'torchvision::nms': tv,
+                'schemes': {k: f.__module__ + '.' + f.__qualname__
+                            for k, f in ck.CheckpointLoader._schemes.items()},
+                'load_from_http': ck.load_from_http.__module__}
+"""
+
+
+def test_importing_lsa_changes_nothing_outside_it():
+    res = _run(textwrap.dedent(_SNAPSHOT) + textwrap.dedent("""
+        import numpy as np
+        np.__dict__.pop('in1d', None)  # as on numpy >= 2.4, so the alias would show
+        before = snapshot()
+        import lsa, lsa.ops, lsa.models, lsa.registry, lsa.converters.common, lsa.apis.cli
+        import lsa.apis.runner_config, lsa.apis.checkpoint_loading, lsa.engine
+        assert snapshot() == before, (before, snapshot())
+        from lsa.compat import apply
+        apply()
+        after = snapshot()
+        changed = sorted(k for k in before if before[k] != after[k])
+        print(changed)
+    """))
+    assert res.returncode == 0, res.stderr
+    changed = res.stdout.split('\n')[-2]
+    # the snapshot covers what apply() changes, so the import check above can fail
+    assert "'schemes'" in changed and "'load_from_http'" in changed and "'np.in1d'" in changed
+    if not torch.cuda.is_available():
+        assert "'set_device'" in changed
+    if torch.version.cuda is None:
+        assert "'torchvision::nms'" in changed
+
+
+def test_compat_apply_module_applies_on_import():
+    res = _run("""
+        import mmengine.runner.checkpoint as ck
+        import lsa.compat_apply
+        assert ck.CheckpointLoader._schemes[''].__module__ == 'lsa.apis.checkpoint_loading'
+    """)
+    assert res.returncode == 0, res.stderr
+
+
 def _mmengine_style_checkpoint(path):
     """A checkpoint as mmengine's Runner writes it: the message hub pickles HistoryBuffer."""
     from mmengine.logging import MessageHub
@@ -24,30 +76,21 @@ def _mmengine_style_checkpoint(path):
                 'message_hub': hub.state_dict()}, path)
 
 
-def test_mmengine_checkpoints_load_despite_weights_only_default(tmp_path):
-    from mmengine.runner.checkpoint import _load_checkpoint
-    path = str(tmp_path / 'epoch_1.pth')
-    _mmengine_style_checkpoint(path)
-    with pytest.raises(Exception, match='Weights only load failed'):
-        torch.load(path)  # the torch >= 2.6 default that breaks mmengine 0.10.7
-    ckpt = _load_checkpoint(path, map_location='cpu')
-    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
-    assert 'train/loss' in ckpt['message_hub']['log_scalars']
-
-
 def test_mmengine_checkpoint_loading_needs_the_fix(tmp_path):
-    """Without lsa (hence without the fix) mmengine cannot load its own checkpoint."""
+    """Without apply() mmengine cannot load its own checkpoint; with it, it can (safely)."""
     path = str(tmp_path / 'epoch_1.pth')
     _mmengine_style_checkpoint(path)
     res = _run(f"""
+        import lsa.models
         from mmengine.runner.checkpoint import _load_checkpoint
         _load_checkpoint({path!r}, map_location='cpu')
     """)
     assert res.returncode != 0 and 'Weights only load failed' in res.stderr
     res = _run(f"""
-        import lsa
+        import lsa.compat_apply
         from mmengine.runner.checkpoint import _load_checkpoint
-        assert 'message_hub' in _load_checkpoint({path!r}, map_location='cpu')
+        ckpt = _load_checkpoint({path!r}, map_location='cpu')
+        assert 'train/loss' in ckpt['message_hub']['log_scalars']
     """)
     assert res.returncode == 0, res.stderr
 
@@ -56,11 +99,11 @@ def test_mmengine_checkpoint_loading_needs_the_fix(tmp_path):
                     reason='the torchvision shim only matters on a CPU-only torch')
 def test_torchvision_and_mmpretrain_import_on_cpu_torch():
     pytest.importorskip('torchvision')
-    res = _run('import torchvision')
+    res = _run('import lsa.models, torchvision')
     assert res.returncode != 0 and 'torchvision::nms' in res.stderr, (
         'torchvision imports without the shim: the fix may no longer be needed')
     res = _run("""
-        import lsa, torchvision, mmpretrain.models, mmdet.models
+        import lsa.compat_apply, torchvision, mmpretrain.models, mmdet.models
         from torchvision.ops import box_iou
         import torch
         assert box_iou(torch.tensor([[0., 0, 2, 2]]), torch.tensor([[0., 0, 2, 2]])).item() == 1
@@ -69,10 +112,11 @@ def test_torchvision_and_mmpretrain_import_on_cpu_torch():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only torch behaviour')
-def test_cpu_set_device_is_a_noop():
-    res = _run('import torch; torch.cuda.set_device(0)')
+def test_cpu_set_device_is_a_noop_after_apply():
+    res = _run('import lsa.models, torch; torch.cuda.set_device(0)')
     assert res.returncode != 0  # what mmengine's dist init hits on CPU torch
-    torch.cuda.set_device(0)  # patched by lsa.compat: no error
+    res = _run('from lsa.compat import apply; apply(); import torch; torch.cuda.set_device(0)')
+    assert res.returncode == 0, res.stderr
 
 
 def test_numpy_in1d_restored(monkeypatch):
@@ -81,6 +125,10 @@ def test_numpy_in1d_restored(monkeypatch):
     assert np.in1d(np.array([1, 2, 3]), np.array([2])).tolist() == [False, True, False]
 
 
-def test_apply_all_is_idempotent():
-    compat.apply_all()
-    compat.apply_all()
+def test_apply_is_idempotent_and_old_names_remain():
+    compat.apply()
+    compat.apply()
+    assert compat.apply_all is compat.apply
+    import lsa.apis.runner_config as new
+    import lsa.runner_config as old
+    assert old.apply_resume is new.apply_resume and old.toolbox_of is new.toolbox_of

@@ -20,7 +20,7 @@ def test_build_lsa_module_from_toolbox_scope(toolbox):
     """A fresh interpreter: the toolbox config's custom_imports brings lsa in."""
     pytest.importorskip(toolbox)
     code = f"""
-        import lsa  # compat first, as tools/train.py does
+        import lsa.compat_apply  # compat first, as tools/train.py does
         from mmengine.config import Config
         from mmengine.registry import DefaultScope, init_default_scope
         from mmengine.utils import import_modules_from_strings
@@ -56,7 +56,7 @@ def test_nested_blocks_resolve_in_lsa_under_a_toolbox_scope():
     """attn_cfg=dict(type='LESAAttention') (no 'lsa.') works inside an mmdet config."""
     pytest.importorskip('mmdet')
     code = """
-        import lsa
+        import lsa.compat_apply
         from mmengine.registry import init_default_scope
         init_default_scope('mmdet')
         from mmdet.registry import MODELS

@@ -1,12 +1,15 @@
 """Test (and evaluate) a checkpoint with any lsa config (mmdet, mmseg or mmpretrain).
 
 ``--eval`` keeps the OpenMMLab 2.x spelling and is mapped onto the config's
-``test_evaluator`` (see :func:`lsa.runner_config.apply_eval_metrics`)::
+``test_evaluator`` (see :func:`lsa.apis.runner_config.apply_eval_metrics`)::
 
     python tools/test.py CONFIG CKPT --eval bbox segm     # mmdet: CocoMetric
     python tools/test.py CONFIG CKPT --eval mIoU          # mmseg: IoUMetric
     python tools/test.py CONFIG CKPT --eval accuracy      # mmpretrain: Accuracy
     tools/dist_test.sh CONFIG CKPT 8 --eval bbox segm
+
+The checkpoint is loaded without running code from it (``--trust-checkpoint`` lifts that for
+this file) and must fill every weight of the model (``--allow-partial`` to test anyway).
 """
 from __future__ import annotations
 
@@ -15,11 +18,10 @@ import os
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS, init_default_scope
-from mmengine.runner import Runner
 
-import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
-from lsa.runner_config import (
+from lsa.apis.cli import exit_on, load_errors
+from lsa.apis.preflight import check_datasets
+from lsa.apis.runner_config import (
     adapt_for_cpu_distributed,
     apply_eval_metrics,
     enable_visualization,
@@ -33,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where the metrics log goes')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load the checkpoint even if it needs types outside the safe '
+                        'allowlist; unpickling it may run code stored in it')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='test even if the checkpoint leaves some weights of the model '
+                        'unloaded (they keep their initial values)')
     parser.add_argument('--eval', nargs='+', metavar='METRIC',
                         help='metrics as OpenMMLab 2.x named them: bbox segm proposal (det), '
                         'mIoU mDice mFscore (seg), accuracy precision recall f1-score (cls)')
@@ -71,10 +79,28 @@ def build_cfg(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from lsa.compat import apply
+    apply()  # before mmengine's runner imports the toolboxes
+    from mmengine.registry import RUNNERS, init_default_scope
+    from mmengine.runner import Runner
+
+    from lsa.apis.checkpoint_coverage import check_checkpoint_coverage
+    from lsa.apis.checkpoint_loading import trust_checkpoint
+
     args = parse_args(argv)
-    cfg = build_cfg(args)
+    with exit_on(ValueError, FileNotFoundError):
+        cfg = build_cfg(args)
+        check_datasets(cfg, ('test',))
+        if '://' not in args.checkpoint and not os.path.isfile(args.checkpoint):
+            raise FileNotFoundError(f'checkpoint {args.checkpoint!r} does not exist')
+    if args.trust_checkpoint:
+        trust_checkpoint(args.checkpoint)
+    cfg.load_from = None  # loaded below, then checked for coverage
     init_default_scope(cfg.default_scope)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    with exit_on(*load_errors()):
+        checkpoint = runner.load_checkpoint(args.checkpoint, map_location='cpu')
+        check_checkpoint_coverage(runner.model, checkpoint, args.checkpoint, args.allow_partial)
     if args.out and cfg.default_scope != 'mmseg':
         if cfg.default_scope == 'mmdet':
             from mmdet.evaluation import DumpDetResults as Dump

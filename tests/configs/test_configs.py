@@ -25,7 +25,7 @@ import torch
 import yaml
 from mmengine.config import Config
 
-import lsa  # noqa: F401  (compat fixes before any toolbox import)
+import lsa.compat_apply  # noqa: F401  (compat fixes before any toolbox import)
 from lsa.registry import MODELS as LSA_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -191,9 +191,8 @@ def test_shortened_demo_runs_end_to_end(tmp_path):
     out = run(['bash', str(REPO / 'demo' / 'run_demo.sh'), '--cfg-options',
                'default_hooks.logger.interval=1', 'log_processor.window_size=1'], env,
               timeout=900)
-    # a checkpoint every epoch (the last two kept), the test metrics, the table, the picture
-    assert all((work / f'epoch_{e}.pth').is_file() for e in (2, 3))
-    assert not (work / 'epoch_1.pth').exists()
+    # a checkpoint every epoch (the last one kept), the test metrics, the table, the picture
+    assert (work / 'epoch_3.pth').is_file() and not (work / 'epoch_2.pth').exists()
     result = test_metrics(work / 'test')
     for key in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50'):
         assert 0.0 <= result[f'coco/{key}'] <= 1.0, result

@@ -2,7 +2,7 @@
 import pytest
 from mmengine.config import Config
 
-from lsa.runner_config import (
+from lsa.apis.runner_config import (
     adapt_for_cpu_distributed,
     apply_eval_metrics,
     apply_resume,
@@ -133,11 +133,27 @@ def test_amp_needs_cuda_and_wraps_the_optimizer():
     assert cfg.optim_wrapper.optimizer.lr == 0.1
 
 
-def test_resume_auto_and_explicit():
-    cfg = apply_resume(_det_cfg(load_from='pre.pth'), 'auto')
-    assert cfg.resume is True and cfg.load_from is None
-    cfg = apply_resume(_det_cfg(), 'work/epoch_2.pth')
-    assert cfg.resume is True and cfg.load_from == 'work/epoch_2.pth'
+def test_resume_latest_auto_and_explicit(tmp_path):
+    work = tmp_path / 'work'
+    work.mkdir()
+    # nothing to resume from: a bare --resume fails naming the work dir, 'auto' starts fresh
+    with pytest.raises(FileNotFoundError, match=r"nothing to resume from in work dir .*work.*"
+                       r"--resume auto"):
+        apply_resume(_det_cfg(work_dir=str(work)), 'latest')
+    cfg = apply_resume(_det_cfg(work_dir=str(work), load_from='pre.pth'), 'auto')
+    assert cfg.resume is False and cfg.load_from == 'pre.pth'
+    # last_checkpoint naming a missing file is named
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_2.pth'))
+    with pytest.raises(FileNotFoundError, match=r'names .*epoch_2\.pth, which does not exist'):
+        apply_resume(_det_cfg(work_dir=str(work)), 'auto')
+    (work / 'epoch_2.pth').write_bytes(b'x')
+    for mode in ('latest', 'auto'):
+        cfg = apply_resume(_det_cfg(work_dir=str(work)), mode)
+        assert cfg.resume is True and cfg.load_from == str(work / 'epoch_2.pth')
+    cfg = apply_resume(_det_cfg(work_dir=str(work)), str(work / 'epoch_2.pth'))
+    assert cfg.resume is True and cfg.load_from == str(work / 'epoch_2.pth')
+    with pytest.raises(FileNotFoundError, match=r"checkpoint 'work/epoch_9\.pth' does not exist"):
+        apply_resume(_det_cfg(work_dir=str(work)), 'work/epoch_9.pth')
     cfg = apply_resume(_det_cfg(resume=False), None)
     assert cfg.resume is False
 

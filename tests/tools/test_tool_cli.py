@@ -33,16 +33,22 @@ def test_test_py_maps_eval_onto_the_demo_config(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only adaptation')
-def test_train_py_cpu_launcher_and_resume(tmp_path):
+def test_train_py_cpu_launcher_resume_and_atomic_checkpoints(tmp_path):
     train_py = _load('tools/train.py')
-    args = train_py.parse_args([DEMO_CFG, '--launcher', 'pytorch', '--resume', '--cfg-options',
-                                'train_cfg.max_epochs=3'])
+    args = train_py.parse_args([DEMO_CFG, '--launcher', 'pytorch', '--resume', 'auto',
+                                '--cfg-options', 'train_cfg.max_epochs=3'])
     cfg = train_py.build_cfg(args)
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert cfg.model_wrapper_cfg.device_ids is None
-    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.resume is False  # auto: nothing to resume from, start from scratch
     assert cfg.train_cfg.max_epochs == 3
     assert cfg.work_dir == './work_dirs/mask_rcnn_lesa_tiny_demo'
+    assert cfg.default_hooks.checkpoint.type == 'lsa.AtomicCheckpointHook'
+    assert cfg.default_hooks.checkpoint.interval == 1  # the demo keeps one every epoch
+    with pytest.raises(FileNotFoundError, match=r'nothing to resume from in work dir '
+                       r'.*empty.*--resume auto'):
+        train_py.build_cfg(train_py.parse_args([DEMO_CFG, '--resume', '--work-dir',
+                                                str(tmp_path / 'empty')]))
     with pytest.raises(ValueError, match='--amp needs a CUDA device'):
         train_py.build_cfg(train_py.parse_args([DEMO_CFG, '--amp']))
 

@@ -22,8 +22,8 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import Runner
 
-import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
-from lsa.runner_config import toolbox_of
+from lsa.apis.runner_config import toolbox_of
+from lsa.compat import apply as apply_compat
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,6 +73,7 @@ def _time(step, loader, warmup: int, iters: int, device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    apply_compat()  # before any toolbox import
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:

@@ -18,8 +18,8 @@ from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 
-import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
-from lsa.runner_config import toolbox_of
+from lsa.apis.runner_config import toolbox_of
+from lsa.compat import apply as apply_compat
 
 DEFAULT_SHAPE = {'mmdet': (800, 1216), 'mmseg': (512, 512), 'mmpretrain': (224, 224)}
 
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    apply_compat()  # before any toolbox import
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:

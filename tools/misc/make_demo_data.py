@@ -21,13 +21,26 @@ DEFAULTS = {  # kind -> (num_train, num_val, size)
 }
 
 
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer >= {low}, got {text!r}') from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f'expected an integer >= {low}, got {value}')
+        return value
+    return parse
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Generate a synthetic lsa demo dataset')
     parser.add_argument('kind', choices=sorted(DEFAULTS), help='dataset layout to write')
     parser.add_argument('out_dir', help='output folder')
-    parser.add_argument('--num-train', type=int, help='training images (per class for cls)')
-    parser.add_argument('--num-val', type=int, help='validation images (per class for cls)')
-    parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    parser.add_argument('--num-train', type=_at_least(1),
+                        help='training images (per class for cls)')
+    parser.add_argument('--num-val', type=_at_least(1), help='validation images (per class for cls)')
+    parser.add_argument('--seed', type=_at_least(0), default=0, help='random seed (default 0)')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'), help='image size')
     parser.add_argument('--classes', nargs='+', choices=SHAPES,
                         default=list(DEFAULT_CLASSES), help='shape classes')
@@ -39,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     num_train, num_val, size = DEFAULTS[args.kind]
-    kwargs = dict(num_train=args.num_train or num_train, num_val=args.num_val or num_val,
+    kwargs = dict(num_train=args.num_train if args.num_train is not None else num_train,
+                  num_val=args.num_val if args.num_val is not None else num_val,
                   seed=args.seed, size=tuple(args.size or size), classes=args.classes)
     if args.kind == 'coco':
         info = make_coco_instances(args.out_dir, max_objects=args.max_objects, **kwargs)

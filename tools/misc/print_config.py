@@ -5,10 +5,11 @@ import argparse
 
 from mmengine.config import Config, DictAction
 
-import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
+from lsa.compat import apply as apply_compat
 
 
 def main(argv: list[str] | None = None) -> str:
+    apply_compat()  # before any toolbox import
     parser = argparse.ArgumentParser(description='Print the merged config')
     parser.add_argument('config', help='config file path')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,

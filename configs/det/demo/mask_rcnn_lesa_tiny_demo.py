@@ -52,7 +52,7 @@ param_scheduler = [
 optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=0.002, weight_decay=0.05),
                      clip_grad=dict(max_norm=10.0))
 auto_scale_lr = dict(base_batch_size=4)
-# a checkpoint every epoch, so a kill loses at most one epoch (resume with --resume)
-default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=1, max_keep_ckpts=2))
+# a checkpoint every epoch (tools/train.py writes it atomically, then drops the previous one)
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=1, max_keep_ckpts=1))
 log_processor = dict(window_size=10)
 randomness = dict(seed=int('{{$LSA_DEMO_SEED:0}}'))  # deterministic per machine + thread count
