@@ -6,7 +6,9 @@
 
 Each row is one image of the config's test set: ground truth on the left, the model's
 boxes, masks, class names and scores on the right (mmdet's ``DetLocalVisualizer``).
-Images are upscaled before drawing so that labels stay readable on small inputs.
+Images are upscaled before drawing so that labels stay readable on small inputs. The
+checkpoint is loaded without running code from it (``--trust-checkpoint`` lifts that for this
+file) and must fill every weight of the model (``--allow-partial`` to draw anyway).
 """
 from __future__ import annotations
 
@@ -25,6 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--num', type=int, default=6, help='number of images (rows)')
     parser.add_argument('--score-thr', type=float, default=0.5, help='prediction score threshold')
     parser.add_argument('--scale', type=float, default=3.0, help='upscaling before drawing')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='load the checkpoint even if it needs types outside the safe '
+                        'allowlist; unpickling it may run code stored in it')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='draw even if the checkpoint leaves some weights unloaded')
     args = parser.parse_args(argv)
     if args.num < 1:
         parser.error(f'--num must be >= 1, got {args.num}')
@@ -70,14 +77,23 @@ def _header(width: int, titles: tuple[str, ...], height: int = 32) -> np.ndarray
 
 
 def main(argv: list[str] | None = None) -> np.ndarray:
+    from lsa.compat import apply
+    apply()  # before any toolbox import
+    from lsa.apis.checkpoint_loading import trust_checkpoint
+    from lsa.apis.cli import exit_on, load_errors
+    from lsa.apis.inference import init_inference_model
+
     args = parse_args(argv)
     import mmcv
-    from mmdet.apis import init_detector
     from mmdet.registry import DATASETS, VISUALIZERS
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
 
-    model = init_detector(args.config, args.checkpoint, device='cpu')
+    if args.trust_checkpoint:
+        trust_checkpoint(args.checkpoint)
+    with exit_on(*load_errors(), FileNotFoundError):
+        model = init_inference_model('mmdet', args.config, args.checkpoint, 'cpu',
+                                     args.allow_partial)
     cfg = model.cfg
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     dataset = DATASETS.build(cfg.test_dataloader.dataset)

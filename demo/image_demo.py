@@ -17,6 +17,7 @@ import torch
 from mmengine.config import Config
 
 from lsa.apis.cli import exit_on, load_errors
+from lsa.apis.inference import init_inference_model
 from lsa.apis.runner_config import toolbox_of
 
 
@@ -59,25 +60,6 @@ def _upscale(image, result, scale: float):
     return image, result
 
 
-def _build_model(toolbox: str, args: argparse.Namespace):
-    """The toolbox's inference model with the checkpoint loaded and checked for coverage."""
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    from lsa.apis.checkpoint_coverage import check_checkpoint_coverage
-    if toolbox == 'mmdet':
-        from mmdet.apis import init_detector
-        model = init_detector(args.config, args.checkpoint, device=args.device)
-    elif toolbox == 'mmseg':
-        from mmseg.apis import init_model
-        model = init_model(args.config, args.checkpoint, device=args.device)
-    else:
-        from mmpretrain.apis import get_model
-        model = get_model(args.config, pretrained=args.checkpoint, device=args.device)
-    checkpoint = CheckpointLoader.load_checkpoint(args.checkpoint, map_location='cpu')
-    check_checkpoint_coverage(model, checkpoint, args.checkpoint, args.allow_partial)
-    return model
-
-
 def main(argv: list[str] | None = None):
     from lsa.compat import apply
     apply()  # before any toolbox import
@@ -90,7 +72,8 @@ def main(argv: list[str] | None = None):
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     with exit_on(*load_errors(), FileNotFoundError):
-        model = _build_model(toolbox, args)
+        model = init_inference_model(toolbox, args.config, args.checkpoint, args.device,
+                                     args.allow_partial)
     image = mmcv.imread(args.img, channel_order='rgb')
     if toolbox == 'mmdet':
         from mmdet.apis import inference_detector
