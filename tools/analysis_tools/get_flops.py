@@ -1,6 +1,8 @@
 """FLOPs and parameters of the model of any lsa config (cls, det or seg).
 
-Uses mmengine's ``get_model_complexity_info`` on one (1, 3, H, W) input::
+Counts with mmengine's ``FlopAnalyzer`` plus lsa's handles for the attention ops,
+``scaled_dot_product_attention``, matmul and mmcv's DCN (:mod:`lsa.analysis.flops`),
+on one (1, 3, H, W) input::
 
     python tools/analysis_tools/get_flops.py configs/det/mask_rcnn_lesa_r50.py --shape 800 1216
 
@@ -14,11 +16,11 @@ import argparse
 
 import torch
 import torch.nn as nn
-from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 
 import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
+from lsa.analysis import complexity_info
 from lsa.runner_config import toolbox_of
 
 DEFAULT_SHAPE = {'mmdet': (800, 1216), 'mmseg': (512, 512), 'mmpretrain': (224, 224)}
@@ -72,15 +74,15 @@ def main(argv: list[str] | None = None) -> dict:
     model.eval()
     x = torch.zeros(1, 3, h, w)
     with torch.no_grad():
-        info = get_model_complexity_info(_TensorForward(model, toolbox), inputs=(x,),
-                                         show_table=args.show_arch, show_arch=False)
+        info = complexity_info(_TensorForward(model, toolbox), (x,), show_table=args.show_arch)
     split = '=' * 30
     print(f'{split}\nConfig: {args.config}\nInput shape: {(h, w)}\n'
           f'Flops: {info["flops_str"]}\nParams: {info["params_str"]}\n{split}')
     if args.show_arch:
         print(info['out_table'])
-    print('!!! FLOPs count multiply-adds once; custom ops (lsa attention kernels, DCN, RoIAlign)\n'
-          '!!! are counted only where mmengine has a handle for them. Check before quoting.')
+    uncounted = ', '.join(sorted(info['uncounted']))
+    print('FLOPs count one multiply-add as one FLOP (element-wise ops, softmax and activations\n'
+          f'are not counted). Traced ops without a FLOP handle: {uncounted or "none"}')
     return info
 
 
