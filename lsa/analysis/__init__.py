@@ -2,6 +2,6 @@
 
 Import explicitly (``from lsa.analysis import complexity_info``); it needs mmengine.
 """
-from .flops import LSA_FLOP_HANDLES, complexity_info, flop_analyzer
+from .flops import LSA_FLOP_HANDLES, SAN_COUNTER_HANDLES, complexity_info, flop_analyzer
 
-__all__ = ['LSA_FLOP_HANDLES', 'complexity_info', 'flop_analyzer']
+__all__ = ['LSA_FLOP_HANDLES', 'SAN_COUNTER_HANDLES', 'complexity_info', 'flop_analyzer']

@@ -34,15 +34,16 @@ it the ops run their pure-PyTorch references, whose unfold/multiply steps are no
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any, Callable, Sequence
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
-from mmengine.analysis.jit_handles import einsum_flop_jit
+from mmengine.analysis.jit_handles import conv_flop_jit, einsum_flop_jit
 from mmengine.analysis.print_helper import _format_size, complexity_stats_table
 from torch import nn
 
-__all__ = ['LSA_FLOP_HANDLES', 'complexity_info', 'flop_analyzer']
+__all__ = ['LSA_FLOP_HANDLES', 'SAN_COUNTER_HANDLES', 'complexity_info', 'flop_analyzer']
 
 Handle = Callable[[Sequence[Any], Sequence[Any]], int]
 
@@ -150,23 +151,50 @@ LSA_FLOP_HANDLES: dict[str, Handle] = {
 }
 
 
-def flop_analyzer(model: nn.Module, inputs: torch.Tensor | tuple) -> FlopAnalyzer:
-    """mmengine's :class:`FlopAnalyzer` for ``model(*inputs)`` with :data:`LSA_FLOP_HANDLES`."""
-    analyzer = FlopAnalyzer(model, inputs).set_op_handle(**LSA_FLOP_HANDLES)
+def _numel_of(index: int, of_outputs: bool = False) -> Handle:
+    def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+        return math.prod(_shape((outputs if of_outputs else inputs)[index]))
+    return handle
+
+
+def _conv_with_bias(inputs: Sequence[Any], outputs: Sequence[Any]) -> Counter:
+    counts = conv_flop_jit(inputs, outputs)  # Counter({'conv': MACs of the weights})
+    if inputs[2].isCompleteTensor():  # a bias tensor, not None
+        counts['conv'] += math.prod(_shape(outputs[0]))
+    return counts
+
+
+#: Opt-in extras that reproduce the SAN authors' counter (``util/complexity.py``): it also
+#: counts ReLU (one per element), max pooling (one per input element) and conv biases
+#: (one per output element), which mmengine's convention leaves out.
+SAN_COUNTER_HANDLES: dict[str, Handle] = {
+    'aten::relu': _numel_of(0),
+    'aten::relu_': _numel_of(0),
+    'aten::max_pool2d': _numel_of(0),
+    'aten::_convolution': _conv_with_bias,
+}
+
+
+def flop_analyzer(model: nn.Module, inputs: torch.Tensor | tuple,
+                  extra_handles: dict[str, Handle] | None = None) -> FlopAnalyzer:
+    """mmengine's :class:`FlopAnalyzer` for ``model(*inputs)`` with :data:`LSA_FLOP_HANDLES`
+    (and ``extra_handles``, e.g. :data:`SAN_COUNTER_HANDLES`, on top)."""
+    handles = {**LSA_FLOP_HANDLES, **(extra_handles or {})}
+    analyzer = FlopAnalyzer(model, inputs).set_op_handle(**handles)
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     return analyzer
 
 
-def complexity_info(model: nn.Module, inputs: torch.Tensor | tuple,
-                    show_table: bool = False) -> dict:
+def complexity_info(model: nn.Module, inputs: torch.Tensor | tuple, show_table: bool = False,
+                    extra_handles: dict[str, Handle] | None = None) -> dict:
     """FLOPs and parameters of ``model(*inputs)``, counting the ops of :data:`LSA_FLOP_HANDLES`.
 
     Returns a dict with ``flops`` (int), ``flops_str``, ``params``, ``params_str``,
     ``by_operator`` ({op: flops}), ``uncounted`` ({op: calls} of traced ops that have
     no handle) and ``out_table`` (per-module table if ``show_table``, else '').
     """
-    analyzer = flop_analyzer(model, inputs)
+    analyzer = flop_analyzer(model, inputs, extra_handles)
     flops = analyzer.total()
     params = parameter_count(model)['']
     return dict(flops=flops, flops_str=_format_size(flops), params=params,

@@ -105,3 +105,14 @@ def test_complexity_info_reports_uncounted_ops():
     assert info['flops'] == 3 * 4 * 25
     assert info['params'] == 12
     assert 'aten::sigmoid' in info['uncounted']
+
+
+def test_san_counter_adds_relu_pool_and_bias():
+    from lsa.analysis import SAN_COUNTER_HANDLES
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    x = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        plain = complexity_info(model, (x,))['flops']
+        san = complexity_info(model, (x,), extra_handles=SAN_COUNTER_HANDLES)['flops']
+    assert plain == 3 * 4 * 36
+    assert san == plain + 4 * 36 + 4 * 36 + 4 * 36  # bias, ReLU, max-pool input

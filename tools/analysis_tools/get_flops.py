@@ -20,7 +20,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 
 import lsa  # noqa: F401  (applies lsa.compat before any toolbox import)
-from lsa.analysis import complexity_info
+from lsa.analysis import SAN_COUNTER_HANDLES, complexity_info
 from lsa.runner_config import toolbox_of
 
 DEFAULT_SHAPE = {'mmdet': (800, 1216), 'mmseg': (512, 512), 'mmpretrain': (224, 224)}
@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='input H W (or one size for both); default per toolbox')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys')
+    parser.add_argument('--san-counter', action='store_true',
+                        help='also count ReLU, max pooling and conv biases, as the SAN authors\' '
+                             'counter does (reproduces the SAN README FLOPs)')
     parser.add_argument('--show-arch', action='store_true', help='print the per-module table')
     return parser.parse_args(argv)
 
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     model.eval()
     x = torch.zeros(1, 3, h, w)
     with torch.no_grad():
-        info = complexity_info(_TensorForward(model, toolbox), (x,), show_table=args.show_arch)
+        info = complexity_info(_TensorForward(model, toolbox), (x,), show_table=args.show_arch,
+                               extra_handles=SAN_COUNTER_HANDLES if args.san_counter else None)
     split = '=' * 30
     print(f'{split}\nConfig: {args.config}\nInput shape: {(h, w)}\n'
           f'Flops: {info["flops_str"]}\nParams: {info["params_str"]}\n{split}')
