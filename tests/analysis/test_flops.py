@@ -116,3 +116,23 @@ def test_san_counter_adds_relu_pool_and_bias():
         san = complexity_info(model, (x,), extra_handles=SAN_COUNTER_HANDLES)['flops']
     assert plain == 3 * 4 * 36
     assert san == plain + 4 * 36 + 4 * 36 + 4 * 36  # bias, ReLU, max-pool input
+
+
+@needs_ext
+def test_metafile_flops_are_what_get_flops_measures():
+    """The FLOPs written into the metafiles come from this counter (smallest model checked)."""
+    import importlib.util
+    from pathlib import Path
+
+    import yaml
+    root = Path(__file__).resolve().parents[2]
+    cfg = 'configs/cls/localvit/localvit-t2t-7_8xb128_in1k.py'
+    models = yaml.safe_load((root / 'configs/cls/localvit/metafile.yml').read_text())['Models']
+    want = next(m['Metadata']['FLOPs'] for m in models if m['Config'] == cfg)
+    spec = importlib.util.spec_from_file_location('get_flops',
+                                                  root / 'tools/analysis_tools/get_flops.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    info = tool.main([str(root / cfg), '--shape', '224'])
+    assert info['flops'] == want
+    assert not {'aten::scaled_dot_product_attention', 'aten::matmul'} & set(info['uncounted'])
