@@ -46,6 +46,7 @@ class Entry:
     config: str | None = None  # lsa or toolbox config
     backbone: dict | None = None  # host backbone config
     channels: int = 0  # host feature channels (for the linear head)
+    note: str = ''  # caveat printed under the table
 
 
 def _swin(arch: str) -> dict:
@@ -53,8 +54,10 @@ def _swin(arch: str) -> dict:
 
 
 ENTRIES: list[Entry] = [
-    Entry('ResNet-26', backbone=dict(type='resnet', depth=26), channels=2048),
-    Entry('ResNet-38', backbone=dict(type='resnet', depth=38), channels=2048),
+    Entry('ResNet-26', backbone=dict(type='resnet', depth=26), channels=2048,
+          note="mmpretrain's ResNet with SAN's (1, 2, 4, 1) bottleneck stages"),
+    Entry('ResNet-38', backbone=dict(type='resnet', depth=38), channels=2048,
+          note="mmpretrain's ResNet with SAN's (2, 3, 5, 2) bottleneck stages"),
     Entry('ResNet-50', backbone=dict(type='mmpretrain.ResNet', depth=50), channels=2048),
     Entry('WRN-50-2', config='mmpretrain::wrn/wide-resnet50_8xb32_in1k.py'),
     Entry('Swin-T', backbone=_swin('tiny'), channels=768),
@@ -65,13 +68,19 @@ ENTRIES: list[Entry] = [
     Entry('DeiT-S', backbone=dict(type='mmpretrain.VisionTransformer', arch='deit-small',
                                   out_type='cls_token'), channels=384),
     Entry('PVT-T', backbone=dict(type='mmdet.PyramidVisionTransformer',
-                                 num_layers=[2, 2, 2, 2]), channels=512),
+                                 num_layers=[2, 2, 2, 2]), channels=512,
+          note="mmdet's PVT v1 with PVT-Tiny's depths (2, 2, 2, 2)"),
     Entry('TNT-T', backbone=dict(type='mmpretrain.TNT', arch=dict(
         embed_dims_outer=192, embed_dims_inner=12, num_layers=12, num_heads_outer=3,
-        num_heads_inner=3)), channels=192),
+        num_heads_inner=3)), channels=192,
+          note="mmpretrain's TNT with TNT-T's sizes (mmpretrain ships only TNT-S/B)"),
     Entry('T2T-ViT-7', backbone=dict(type='mmpretrain.T2T_ViT', embed_dims=256, num_layers=7,
                                      layer_cfgs=dict(num_heads=4, feedforward_channels=512)),
-          channels=256),
+          channels=256,
+          note="mmpretrain's T2T-ViT with T2T-ViT-7's sizes; its T2T module uses transformer "
+               'token layers, not the performer layers of the paper\'s T2T-ViT-7 (1.2 G), so '
+               'it costs about twice the FLOPs and the localvit-t2t-7 ratios are not '
+               'like-for-like'),
 ]
 _VARIANTS = [  # (config, host)
     ('san/san10-pairwise_8xb32_in1k', 'ResNet-26'), ('san/san10-patchwise_8xb32_in1k', 'ResNet-26'),
@@ -280,6 +289,10 @@ def to_markdown(results: list[dict], machine: str, note: str = '', plot: str = '
             f'{r["flops"] / 1e9:.2f} | {_fmt_ratio(r["flops"], h and h["flops"])} | {ips:.1f} | '
             f'{_fmt_ratio(ips, h_ips)} | {f"{tps:.1f}" if tps else "-"} | {_fmt_ratio(tps, h_tps)} '
             f'| {mem:.0f} | {_fmt_ratio(mem, h_mem)} |')
+    notes = [f'- {r["name"]}: {BY_NAME[r["name"]].note}' for r in results
+             if BY_NAME[r['name']].note]
+    if notes:
+        lines += ['', 'Hosts:', ''] + notes
     if plot:
         lines += ['', f'![img/s vs FLOPs, and memory]({plot})']
     return '\n'.join(lines) + '\n'
