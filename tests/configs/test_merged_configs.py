@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import lsa  # noqa: F401  (compat fixes before any toolbox import)
+import lsa.compat_apply  # noqa: F401  (compat fixes before any toolbox import)
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = Path(__file__).with_name('merged_configs.json')

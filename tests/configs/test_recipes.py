@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from mmengine.config import Config
 
-import lsa  # noqa: F401  (compat fixes before any toolbox import)
+import lsa.compat_apply  # noqa: F401  (compat fixes before any toolbox import)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,8 @@
 """FLOPs and parameters of the model of any lsa config (cls, det or seg).
 
-Uses mmengine's ``get_model_complexity_info`` on one (1, 3, H, W) input::
+Counts with mmengine's ``FlopAnalyzer`` plus lsa's handles for the attention ops,
+``scaled_dot_product_attention``, matmul and mmcv's DCN (:mod:`lsa.analysis.flops`),
+on one (1, 3, H, W) input::
 
     python tools/analysis_tools/get_flops.py configs/det/mask_rcnn_lesa_r50.py --shape 800 1216
 
@@ -14,10 +16,10 @@ import argparse
 
 import torch
 import torch.nn as nn
-from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 
+from lsa.analysis import SAN_COUNTER_HANDLES, complexity_info
 from lsa.apis.runner_config import toolbox_of
 from lsa.compat import apply as apply_compat
 
@@ -51,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='input H W (or one size for both); default per toolbox')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys')
+    parser.add_argument('--san-counter', action='store_true',
+                        help='also count ReLU, max pooling and conv biases, as the SAN authors\' '
+                             'counter does (reproduces the SAN README FLOPs)')
     parser.add_argument('--show-arch', action='store_true', help='print the per-module table')
     return parser.parse_args(argv)
 
@@ -73,15 +78,16 @@ def main(argv: list[str] | None = None) -> dict:
     model.eval()
     x = torch.zeros(1, 3, h, w)
     with torch.no_grad():
-        info = get_model_complexity_info(_TensorForward(model, toolbox), inputs=(x,),
-                                         show_table=args.show_arch, show_arch=False)
+        info = complexity_info(_TensorForward(model, toolbox), (x,), show_table=args.show_arch,
+                               extra_handles=SAN_COUNTER_HANDLES if args.san_counter else None)
     split = '=' * 30
     print(f'{split}\nConfig: {args.config}\nInput shape: {(h, w)}\n'
           f'Flops: {info["flops_str"]}\nParams: {info["params_str"]}\n{split}')
     if args.show_arch:
         print(info['out_table'])
-    print('!!! FLOPs count multiply-adds once; custom ops (lsa attention kernels, DCN, RoIAlign)\n'
-          '!!! are counted only where mmengine has a handle for them. Check before quoting.')
+    uncounted = ', '.join(sorted(info['uncounted']))
+    print('FLOPs count one multiply-add as one FLOP (element-wise ops, softmax and activations\n'
+          f'are not counted). Traced ops without a FLOP handle: {uncounted or "none"}')
     return info
 
 

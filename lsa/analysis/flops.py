@@ -1,0 +1,203 @@
+"""FLOP handles for the ops mmengine's analyzer does not count, and a counter that uses them.
+
+mmengine's :class:`~mmengine.analysis.FlopAnalyzer` traces the model with ``torch.jit``
+and counts each traced op with a *handle* ``(inputs, outputs) -> flops`` looked up by
+the op's name. It has handles for convolutions, linear layers, matmul/bmm/einsum and
+norms, but none for lsa's compiled attention ops, ``scaled_dot_product_attention`` or
+mmcv's deformable convolutions, so those count as zero. :data:`LSA_FLOP_HANDLES` fills
+the gap; :func:`flop_analyzer` returns an analyzer with them installed.
+
+Convention (mmengine's, and the SAN/DeiT/Swin papers'): one multiply-add is one FLOP;
+element-wise ops, softmax and activations are not counted. Per op, with ``numel(out)``
+the number of output elements:
+
+============================================  =================================================
+op                                            FLOPs
+============================================  =================================================
+``lsa::aggregation_forward``                  ``numel(out) * kh * kw`` (one MAC per tap)
+``lsa::subtraction2_forward``                 ``numel(out)`` (one subtraction per tap)
+``lsa::elsa_forward``                         ``2 * numel(out) * k * k`` (per tap: filter
+                                              ``A * M + D``, then the weighted sum)
+``aten::scaled_dot_product_attention``        ``B * L * S * (E + Ev)`` (``q k^T`` and ``A v``)
+``aten::matmul`` / ``aten::bmm``              ``prod(batch) * n * k * m``, batch dims broadcast
+``aten::einsum`` (two operands)               product of the sizes of all its indices
+DCN (``DeformConv2dFunction``)                ``numel(out) * Cin/g * kh * kw`` (the conv) +
+                                              ``4 * N * Cin * kh * kw * Ho * Wo`` (bilinear
+                                              sampling, as mmengine counts ``grid_sampler``)
+Modulated DCN                                 the same + ``N * Cin * kh * kw * Ho * Wo`` (mask)
+============================================  =================================================
+
+A new op needs one line in :data:`LSA_FLOP_HANDLES` (its traced name and a handle).
+The lsa ops are counted only when the compiled extension ``lsa._C`` is loaded; without
+it the ops run their pure-PyTorch references, whose unfold/multiply steps are not counted.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+import torch
+from mmengine.analysis import FlopAnalyzer, parameter_count
+from mmengine.analysis.jit_handles import conv_flop_jit, einsum_flop_jit
+from mmengine.analysis.print_helper import _format_size, complexity_stats_table
+from torch import nn
+
+__all__ = ['LSA_FLOP_HANDLES', 'SAN_COUNTER_HANDLES', 'complexity_info', 'flop_analyzer']
+
+Handle = Callable[[Sequence[Any], Sequence[Any]], int]
+
+
+def _shape(value: Any) -> list[int]:
+    """Sizes of a traced tensor value; a clear error if the trace lost them."""
+    if not value.isCompleteTensor():
+        raise ValueError(f'FLOP handle: the traced value {value.debugName()} has no complete '
+                         'tensor type (shape unknown); trace with concrete inputs')
+    return list(value.type().sizes())
+
+
+def aggregation_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """SAN aggregation: (N, C, Ho, Wo) outputs, each a weighted sum over the K taps of
+    the (N, Cw, K, Ho*Wo) weight."""
+    return math.prod(_shape(outputs[0])) * _shape(inputs[1])[2]
+
+
+def subtraction_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """SAN (pairwise) subtraction: one subtraction per (N, C, K, Ho*Wo) output."""
+    return math.prod(_shape(outputs[0]))
+
+
+def elsa_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """ELSA: per output and tap, one MAC for ``A * M + D`` and one for the weighted sum."""
+    taps = _shape(inputs[1])[1]  # attn: (Nb, k*k, Ho, Wo)
+    return 2 * math.prod(_shape(outputs[0])) * taps
+
+
+def sdpa_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """``scaled_dot_product_attention(q, k, v)``: (.., L, E) x (.., S, E) and (.., L, S) x (.., S, Ev)."""
+    q, k, v = (_shape(t) for t in inputs[:3])
+    batch = math.prod(torch.broadcast_shapes(q[:-2], k[:-2], v[:-2]))
+    L, E, S, Ev = q[-2], q[-1], k[-2], v[-1]
+    return batch * L * S * (E + Ev)
+
+
+def matmul_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """``matmul``/``bmm`` with broadcast batch dims: (.., n, k) x (.., k, m) -> n*k*m per batch."""
+    a, b = _shape(inputs[0]), _shape(inputs[1])
+    if len(a) == 1:
+        a = [1] + a
+    if len(b) == 1:
+        b = b + [1]
+    if a[-1] != b[-2]:
+        raise ValueError(f'matmul FLOP handle: inner sizes differ, shapes {a} and {b}')
+    batch = math.prod(torch.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2])))
+    return batch * a[-2] * a[-1] * b[-1]
+
+
+def einsum_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """Two-operand ``einsum``: one MAC per point of the loop nest over all its indices.
+
+    (mmengine's handle takes numpy's float estimate, which is a few MACs off.) Other
+    forms (one or three operands, ``...``) fall back to mmengine's handle.
+    """
+    equation = inputs[0].toIValue().replace(' ', '')
+    operands = list(inputs[1].node().inputs())
+    lhs = equation.split('->')[0].split(',')
+    if len(operands) != 2 or '.' in equation or len(lhs) != 2:
+        return einsum_flop_jit(inputs, outputs)
+    sizes: dict[str, int] = {}
+    for letters, value in zip(lhs, operands):
+        shape = _shape(value)
+        if len(letters) != len(shape):
+            raise ValueError(f'einsum FLOP handle: {equation!r} does not fit shape {shape}')
+        for letter, size in zip(letters, shape):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    return math.prod(sizes.values())
+
+
+def _dcn_flops(inputs: Sequence[Any], outputs: Sequence[Any], modulated: bool) -> int:
+    # traced tensor inputs: input, offset, (mask,) weight, (bias)
+    x = _shape(inputs[0])
+    w = _shape(inputs[3 if modulated else 2])
+    out = _shape(outputs[0])
+    n, cin = x[0], x[1]
+    taps = w[2] * w[3]
+    samples = n * cin * taps * out[2] * out[3]  # sampled input values
+    conv = math.prod(out) * w[1] * taps
+    return conv + 4 * samples + (samples if modulated else 0)
+
+
+def dcn_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """mmcv ``DeformConv2d``: the conv MACs plus 4 per bilinearly sampled value."""
+    return _dcn_flops(inputs, outputs, modulated=False)
+
+
+def modulated_dcn_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """mmcv ``ModulatedDeformConv2d``: as :func:`dcn_flops` plus the mask product."""
+    return _dcn_flops(inputs, outputs, modulated=True)
+
+
+#: Traced op name -> FLOP handle, added to mmengine's defaults by :func:`flop_analyzer`.
+LSA_FLOP_HANDLES: dict[str, Handle] = {
+    'lsa::aggregation_forward': aggregation_flops,
+    'lsa::subtraction2_forward': subtraction_flops,
+    'lsa::elsa_forward': elsa_flops,
+    'aten::scaled_dot_product_attention': sdpa_flops,
+    'aten::matmul': matmul_flops,
+    'aten::bmm': matmul_flops,
+    'aten::einsum': einsum_flops,
+    'prim::PythonOp.DeformConv2dFunction': dcn_flops,
+    'prim::PythonOp.ModulatedDeformConv2dFunction': modulated_dcn_flops,
+}
+
+
+def _numel_of(index: int, of_outputs: bool = False) -> Handle:
+    def handle(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+        return math.prod(_shape((outputs if of_outputs else inputs)[index]))
+    return handle
+
+
+def _conv_with_bias(inputs: Sequence[Any], outputs: Sequence[Any]) -> Counter:
+    counts = conv_flop_jit(inputs, outputs)  # Counter({'conv': MACs of the weights})
+    if inputs[2].isCompleteTensor():  # a bias tensor, not None
+        counts['conv'] += math.prod(_shape(outputs[0]))
+    return counts
+
+
+#: Opt-in extras that reproduce the SAN authors' counter (``util/complexity.py``): it also
+#: counts ReLU (one per element), max pooling (one per input element) and conv biases
+#: (one per output element), which mmengine's convention leaves out.
+SAN_COUNTER_HANDLES: dict[str, Handle] = {
+    'aten::relu': _numel_of(0),
+    'aten::relu_': _numel_of(0),
+    'aten::max_pool2d': _numel_of(0),
+    'aten::_convolution': _conv_with_bias,
+}
+
+
+def flop_analyzer(model: nn.Module, inputs: torch.Tensor | tuple,
+                  extra_handles: dict[str, Handle] | None = None) -> FlopAnalyzer:
+    """mmengine's :class:`FlopAnalyzer` for ``model(*inputs)`` with :data:`LSA_FLOP_HANDLES`
+    (and ``extra_handles``, e.g. :data:`SAN_COUNTER_HANDLES`, on top)."""
+    handles = {**LSA_FLOP_HANDLES, **(extra_handles or {})}
+    analyzer = FlopAnalyzer(model, inputs).set_op_handle(**handles)
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    return analyzer
+
+
+def complexity_info(model: nn.Module, inputs: torch.Tensor | tuple, show_table: bool = False,
+                    extra_handles: dict[str, Handle] | None = None) -> dict:
+    """FLOPs and parameters of ``model(*inputs)``, counting the ops of :data:`LSA_FLOP_HANDLES`.
+
+    Returns a dict with ``flops`` (int), ``flops_str``, ``params``, ``params_str``,
+    ``by_operator`` ({op: flops}), ``uncounted`` ({op: calls} of traced ops that have
+    no handle) and ``out_table`` (per-module table if ``show_table``, else '').
+    """
+    analyzer = flop_analyzer(model, inputs, extra_handles)
+    flops = analyzer.total()
+    params = parameter_count(model)['']
+    return dict(flops=flops, flops_str=_format_size(flops), params=params,
+                params_str=_format_size(params), by_operator=dict(analyzer.by_operator()),
+                uncounted=dict(analyzer.unsupported_ops()),
+                out_table=complexity_stats_table(analyzer) if show_table else '')

@@ -1,0 +1,138 @@
+"""Each FLOP handle of lsa.analysis.flops against a hand count on a small traced module."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lsa import ops
+from lsa.analysis import LSA_FLOP_HANDLES, complexity_info, flop_analyzer
+
+needs_ext = pytest.mark.skipif(not ops.HAS_EXT, reason='lsa._C not built (ops run the reference)')
+
+
+class _Call(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs):
+        return self.fn(*xs)
+
+
+def _count(fn, *inputs) -> dict:
+    with torch.no_grad():
+        return dict(flop_analyzer(_Call(fn), inputs).by_operator())
+
+
+@needs_ext
+def test_aggregation_counts_one_mac_per_tap():
+    x, w = torch.rand(1, 16, 8, 8), torch.rand(1, 2, 9, 64)
+    flops = _count(lambda a, b: ops.aggregation(a, b, 3, padding=1, pad_mode='reflect'), x, w)
+    assert flops == {'aggregation_forward': 16 * 64 * 9}  # numel(out) * taps
+
+
+@needs_ext
+def test_subtraction_counts_one_op_per_output():
+    a, b = torch.rand(2, 4, 8, 8), torch.rand(2, 4, 8, 8)
+    flops = _count(lambda u, v: ops.subtraction2(u, v, 3, padding=1), a, b)
+    assert flops == {'subtraction2_forward': 2 * 4 * 9 * 64}  # out (N, C, K, HW)
+    flops = _count(lambda u: ops.subtraction(u, 5, padding=2, pad_mode='reflect'), a)
+    assert flops == {'subtraction2_forward': 2 * 4 * 25 * 64}
+
+
+@needs_ext
+def test_elsa_counts_filter_and_sum_per_tap():
+    v, attn = torch.rand(2, 4, 8, 8), torch.rand(2, 9, 8, 8)
+    mul, add = torch.ones(1, 1, 1, 1), torch.rand(2, 4, 3, 3)
+    flops = _count(lambda *t: ops.elsa(*t, 3), v, attn, mul, add)
+    assert flops == {'elsa_forward': 2 * (2 * 4 * 64) * 9}
+    attn2 = torch.rand(2, 9, 4, 4)
+    flops = _count(lambda *t: ops.elsa(*t, 3, stride=2), v, attn2, mul, add)
+    assert flops == {'elsa_forward': 2 * (2 * 4 * 16) * 9}
+
+
+def test_sdpa_counts_both_products():
+    q, k, v = torch.rand(2, 3, 10, 8), torch.rand(2, 3, 12, 8), torch.rand(2, 3, 12, 5)
+    flops = _count(F.scaled_dot_product_attention, q, k, v)
+    assert flops == {'scaled_dot_product_attention': 2 * 3 * 10 * 12 * (8 + 5)}
+
+
+def test_matmul_counts_broadcast_batches():
+    a, b = torch.rand(4, 5), torch.rand(2, 3, 5, 6)
+    assert _count(torch.matmul, a, b) == {'matmul': 2 * 3 * 4 * 5 * 6}
+    assert _count(torch.matmul, b.transpose(-1, -2), a.T) == {'matmul': 2 * 3 * 6 * 5 * 4}
+    assert _count(torch.bmm, torch.rand(3, 4, 5), torch.rand(3, 5, 6)) == {'bmm': 3 * 4 * 5 * 6}
+
+
+def test_einsum_of_attention_blocks_is_counted():
+    q, k = torch.rand(2, 4, 8, 49), torch.rand(2, 4, 8, 49)  # LESA: b g c i, b g c j
+    flops = _count(lambda a, b: torch.einsum('bgci,bgcj->bgij', a, b), q, k)
+    assert flops == {'einsum': 2 * 4 * 49 * 49 * 8}
+
+
+@pytest.mark.parametrize('modulated', [False, True])
+def test_dcn_counts_conv_and_sampling(modulated):
+    mmcv_ops = pytest.importorskip('mmcv.ops')
+    cls = mmcv_ops.ModulatedDeformConv2dPack if modulated else mmcv_ops.DeformConv2dPack
+    dcn = cls(4, 8, 3, padding=1, bias=False)
+    x = torch.rand(1, 4, 6, 6)
+    try:
+        with torch.no_grad():
+            dcn(x)
+    except (RuntimeError, NotImplementedError) as e:  # mmcv built without its CPU kernel
+        pytest.skip(f'mmcv deformable conv does not run on CPU here: {e}')
+    with torch.no_grad():
+        flops = dict(flop_analyzer(dcn, (x,)).by_operator())
+    offset_ch = 27 if modulated else 18  # the offset (and mask) conv is a plain conv
+    conv = 8 * 36 * 4 * 9
+    samples = 4 * 9 * 36
+    want_dcn = conv + 4 * samples + (samples if modulated else 0)
+    assert flops.pop('conv') == offset_ch * 36 * 4 * 9  # mmengine counts no conv bias
+    assert list(flops.values()) == [want_dcn]
+
+
+def test_handle_table_names_every_op():
+    assert {'lsa::aggregation_forward', 'lsa::subtraction2_forward', 'lsa::elsa_forward',
+            'aten::scaled_dot_product_attention', 'aten::matmul'} <= set(LSA_FLOP_HANDLES)
+
+
+def test_complexity_info_reports_uncounted_ops():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.Sigmoid())
+    with torch.no_grad():
+        info = complexity_info(model, (torch.rand(1, 3, 5, 5),))
+    assert info['flops'] == 3 * 4 * 25
+    assert info['params'] == 12
+    assert 'aten::sigmoid' in info['uncounted']
+
+
+def test_san_counter_adds_relu_pool_and_bias():
+    from lsa.analysis import SAN_COUNTER_HANDLES
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    x = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        plain = complexity_info(model, (x,))['flops']
+        san = complexity_info(model, (x,), extra_handles=SAN_COUNTER_HANDLES)['flops']
+    assert plain == 3 * 4 * 36
+    assert san == plain + 4 * 36 + 4 * 36 + 4 * 36  # bias, ReLU, max-pool input
+
+
+@needs_ext
+def test_metafile_flops_are_what_get_flops_measures():
+    """The FLOPs written into the metafiles come from this counter (smallest model checked)."""
+    import importlib.util
+    from pathlib import Path
+
+    import yaml
+    root = Path(__file__).resolve().parents[2]
+    cfg = 'configs/cls/localvit/localvit-t2t-7_8xb128_in1k.py'
+    models = yaml.safe_load((root / 'configs/cls/localvit/metafile.yml').read_text())['Models']
+    want = next(m['Metadata']['FLOPs'] for m in models if m['Config'] == cfg)
+    spec = importlib.util.spec_from_file_location('get_flops',
+                                                  root / 'tools/analysis_tools/get_flops.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    info = tool.main([str(root / cfg), '--shape', '224'])
+    assert info['flops'] == want
+    assert not {'aten::scaled_dot_product_attention', 'aten::matmul'} & set(info['uncounted'])
