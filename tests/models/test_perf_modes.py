@@ -106,3 +106,33 @@ def test_compiled_elsa_swin_equals_eager_forward_and_backward():
         torch.testing.assert_close(a, b)
     for (n, p), q in zip(eager.named_parameters(), compiled.parameters()):
         torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+class _OtherBN(torch.nn.BatchNorm2d):
+    """Not exactly ``nn.BatchNorm2d``: LESA's logit norm then runs as a module."""
+
+
+@pytest.mark.parametrize('pe_type', ['cls', 'det'])
+def test_lesa_fused_logit_norm_equals_batchnorm(pe_type):
+    """LESA's summed logit BatchNorm (fused scale-and-add) equals the module, train and eval."""
+    from lsa.models.layers.lesa_attention import LESAAttention
+    torch.manual_seed(0)
+    fused = LESAAttention(16, 16, fmap_size=5, pe_type=pe_type, groups=2).double()
+    module = LESAAttention(16, 16, fmap_size=5, pe_type=pe_type, groups=2).double()
+    module.logit_norm = _OtherBN(fused.logit_norm.num_features).double()
+    with torch.no_grad():
+        for p in fused.logit_norm.parameters():
+            p.uniform_(0.5, 1.5)
+    module.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 16, 5, 5, dtype=torch.float64, requires_grad=True)
+    for _ in range(2):  # running statistics after two updates
+        ya, yb = fused(x), module(x)
+        torch.testing.assert_close(ya, yb)
+        (ya * ya.detach().sign()).sum().backward()
+        (yb * yb.detach().sign()).sum().backward()
+    for (n, p), q in zip(fused.named_parameters(), module.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    for (n, p), q in zip(fused.named_buffers(), module.buffers()):
+        torch.testing.assert_close(p, q, msg=n)
+    fused.eval(), module.eval()
+    torch.testing.assert_close(fused(x), module(x))
