@@ -136,3 +136,35 @@ def test_lesa_fused_logit_norm_equals_batchnorm(pe_type):
         torch.testing.assert_close(p, q, msg=n)
     fused.eval(), module.eval()
     torch.testing.assert_close(fused(x), module(x))
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward of ``fn()``."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_locality_ffn_recompute_is_exact_and_keeps_less():
+    from lsa.models.layers.locality_ffn import LocalityFeedForward
+    torch.manual_seed(0)
+    a = LocalityFeedForward(8, 32, act='hs+se', recompute=True)
+    b = LocalityFeedForward(8, 32, act='hs+se', recompute=False)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 30, 8, requires_grad=True)
+    ya, yb = a(x, (5, 6)), b(x, (5, 6))
+    torch.testing.assert_close(ya, yb, rtol=0, atol=0)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    for (n, p), q in zip(a.named_buffers(), b.buffers()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+    hidden = 2 * 32 * 30 * 4  # one expanded fp32 activation
+    kept_a, kept_b = (_saved_bytes(lambda m=m: m(x, (5, 6))) for m in (a, b))
+    assert kept_b - kept_a >= 5 * hidden, (kept_a, kept_b)
