@@ -95,13 +95,16 @@ def test_compiled_elsa_swin_equals_eager_forward_and_backward():
     ``aot_eager`` runs dynamo and AOT autograd without inductor's C++ codegen, so the
     test stays well under a minute on CPU; inductor is measured in docs/performance.md.
     """
-    arch = dict(embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), group_width=4)
+    cfg = dict(type='ELSASwin', arch=dict(embed_dims=8, depths=(1, 1), num_heads=(1, 2),
+                                          group_width=4),
+               attn_cfgs=[dict(type='lsa.ELSAAttention', kernel_size=3),
+                          dict(type='lsa.ShiftWindowAttention', window_size=2)],
+               out_indices=(1,))
     torch.manual_seed(0)
-    eager = MODELS.build(dict(type='ELSASwin', arch=arch, out_indices=(3,)))
-    compiled = MODELS.build(dict(type='ELSASwin', arch=arch, out_indices=(3,),
-                                 compile=dict(backend='aot_eager')))
+    eager = MODELS.build(cfg)
+    compiled = MODELS.build(dict(cfg, compile=dict(backend='aot_eager')))
     compiled.load_state_dict(eager.state_dict())
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 16, 16)
     for a, b in zip(_step(eager, x), _step(compiled, x)):
         torch.testing.assert_close(a, b)
     for (n, p), q in zip(eager.named_parameters(), compiled.parameters()):
