@@ -4,7 +4,7 @@ import torch
 
 import lsa.models  # noqa: F401
 from lsa.models.backbones.base import BaseLSABackbone
-from lsa.registry import MODELS
+from lsa.registry import MODELS, build_block
 
 SWIN_ARCH = dict(embed_dims=8, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4))
 VIT_ARCH = dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=2, se_channels=4)
@@ -32,7 +32,7 @@ TINY = {
 
 def _build(name: str, **kw) -> BaseLSABackbone:
     torch.manual_seed(0)
-    return MODELS.build(dict(type=name, **TINY[name], **kw))
+    return build_block(dict(type=name, **TINY[name], **kw))
 
 
 def _step(model: BaseLSABackbone, x: torch.Tensor) -> list[torch.Tensor]:
@@ -101,8 +101,8 @@ def test_compiled_elsa_swin_equals_eager_forward_and_backward():
                           dict(type='lsa.ShiftWindowAttention', window_size=2)],
                out_indices=(1,))
     torch.manual_seed(0)
-    eager = MODELS.build(cfg)
-    compiled = MODELS.build(dict(cfg, compile=dict(backend='aot_eager')))
+    eager = build_block(cfg)
+    compiled = build_block(dict(cfg, compile=dict(backend='aot_eager')))
     compiled.load_state_dict(eager.state_dict())
     x = torch.randn(2, 3, 16, 16)
     for a, b in zip(_step(eager, x), _step(compiled, x)):

@@ -217,9 +217,8 @@ class LESAAttention(nn.Module):
 
     def _cls_embeddings(self, L: int) -> Tensor:
         """E[c, i, j] = rel_pos[c, i - j + L - 1]; shape (2*d_qk + d_v, L, L)."""
-        idx = relative_index_1d(L, L).to(self.rel_pos.device)  # [i, j] = j - i + L - 1
-        idx = 2 * (L - 1) - idx  # i - j + L - 1
-        return self.rel_pos.index_select(1, idx.flatten()).view(-1, L, L)
+        # rel_pos.unfold(1, L, 1)[c, i, m] = rel_pos[c, i + m] (a view); m = L - 1 - j
+        return self.rel_pos.unfold(1, L, 1).flip(2)
 
     def _det_pos_logits(self, q: Tensor, H: int, W: int) -> Tensor:
         """qr[(x,y),(i,j)] = q(x,y) . (rel_h[i-x] + rel_w[j-y]); (B, G, L, L) from (B, G, d, L)."""
