@@ -10,7 +10,13 @@ constructor arguments only:
   (patch embedding) alone, ``k`` the stem and the first ``k`` stages; frozen
   parts are kept in eval mode with ``requires_grad=False``.
 - ``norm_eval``: keep every BatchNorm in eval mode during training.
-- ``with_cp``: gradient checkpointing of the blocks (same outputs).
+- ``with_cp``: gradient checkpointing of the blocks: the same outputs, gradients and
+  BatchNorm running statistics, less training memory, one more forward of each
+  block in the backward pass (costs in docs/performance.md).
+- ``compile``: ``True`` or a dict of :func:`torch.compile` options compiles the
+  backbone's forward (and so its backward) in place (:meth:`torch.nn.Module.compile`,
+  state-dict keys unchanged); outputs equal eager within fp32 rounding. The first
+  call per input shape compiles (slow); speed-ups in docs/performance.md.
 """
 from __future__ import annotations
 
@@ -67,11 +73,16 @@ class BaseLSABackbone(BaseModule):
     num_stages: int
 
     def __init__(self, frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 init_cfg: dict | list | None = None) -> None:
+                 init_cfg: dict | list | None = None, compile: bool | dict = False) -> None:
         super().__init__(init_cfg=init_cfg)
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        if not isinstance(compile, bool | dict):
+            raise TypeError(f'{type(self).__name__}: compile must be a bool or a dict of '
+                            f'torch.compile options, got {compile!r}')
+        if compile:  # lazy: the first forward compiles, after the subclass has built itself
+            self.compile(**(compile if isinstance(compile, dict) else {}))
 
     def _init_outputs(self, out_indices: OutIndices, stage_channels: Sequence[int],
                       stage_strides: Sequence[int]) -> None:

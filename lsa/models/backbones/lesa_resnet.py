@@ -118,6 +118,7 @@ class LESAResNet(BaseLSABackbone):
             stages (as mmdet's ResNet: 1 = stem + c2).
         norm_eval: Keep all BNs (the LESA ones included) in eval mode when training.
         with_cp: Gradient-checkpoint every bottleneck (same outputs).
+        compile: :func:`torch.compile` the backbone (see :mod:`lsa.models.backbones.base`).
         zero_init_residual: Zero the last BN of each bottleneck at construction.
         init_cfg: mmengine init config (e.g. ``Pretrained``).
 
@@ -147,10 +148,10 @@ class LESAResNet(BaseLSABackbone):
                  dcn: dict | None = None,
                  stage_with_dcn: Sequence[bool] = (False, False, False, False),
                  out_indices: OutIndices = (3,), frozen_stages: int = -1,
-                 norm_eval: bool = False, with_cp: bool = False,
+                 norm_eval: bool = False, with_cp: bool = False, compile: bool | dict = False,
                  zero_init_residual: bool = False, init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
-                         init_cfg=init_cfg)
+                         init_cfg=init_cfg, compile=compile)
         name = type(self).__name__
         arch = resolve_arch(name, arch, self.arch_zoo,
                             {'base_channels', 'stage_blocks', 'widen_factor'}, exact=True)

@@ -66,9 +66,9 @@ class LocalViT(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbone):
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  norm_eps: float = 1e-6, out_indices: OutIndices = -1,
                  out_type: str = 'cls_token', final_norm: bool = True, frozen_stages: int = -1,
-                 norm_eval: bool = False, with_cp: bool = False,
+                 norm_eval: bool = False, with_cp: bool = False, compile: bool | dict = False,
                  init_cfg: dict | list | None = None) -> None:
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
+        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg, compile)
         a = resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
         if out_type not in ('cls_token', 'featmap'):
             raise ValueError(f"LocalViT: out_type must be 'cls_token' or 'featmap', "

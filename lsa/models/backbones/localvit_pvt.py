@@ -50,8 +50,9 @@ class LocalViTPVT(TokenParamsFreezeMixin, BaseLSABackbone):
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  norm_eps: float = 1e-6, out_indices: OutIndices = (0, 1, 2, 3),
                  out_type: str = 'featmap', frozen_stages: int = -1, norm_eval: bool = False,
-                 with_cp: bool = False, init_cfg: dict | list | None = None) -> None:
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
+                 with_cp: bool = False, init_cfg: dict | list | None = None,
+                 compile: bool | dict = False) -> None:
+        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg, compile)
         a = resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
         dims, depths = a['embed_dims'], a['depths']
         n = len(dims)

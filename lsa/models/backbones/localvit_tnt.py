@@ -114,8 +114,9 @@ class LocalViTTNT(TokenParamsFreezeMixin, BaseLSABackbone):
                  drop_path_rate: float = 0.0, norm_eps: float = 1e-5,
                  out_indices: OutIndices = -1, out_type: str = 'cls_token',
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 compile: bool | dict = False,
                  init_cfg: dict | list | None = None) -> None:
-        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg)
+        super().__init__(frozen_stages, norm_eval, with_cp, init_cfg, compile)
         a = resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
         if out_type not in ('cls_token', 'featmap'):
             raise ValueError(f"LocalViTTNT: out_type must be 'cls_token' or 'featmap', "

@@ -82,6 +82,7 @@ class SAN(BaseLSABackbone):
         frozen_stages: -1 none; 0 the stem; ``k`` the stem and stages ``0..k-1``.
         norm_eval: Keep BatchNorm layers in eval mode while training.
         with_cp: Gradient checkpointing per block (same outputs, less memory).
+        compile: :func:`torch.compile` the backbone (see :mod:`lsa.models.backbones.base`).
         init_cfg: mmengine init config (e.g. ``dict(type='Pretrained', ...)``).
 
     Example:
@@ -103,9 +104,10 @@ class SAN(BaseLSABackbone):
     def __init__(self, arch: str | dict = 'san10', sa_type: str | None = None,
                  attn_cfg: dict | None = None, out_indices: OutIndices = (4,),
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 compile: bool | dict = False,
                  init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
-                         init_cfg=init_cfg)
+                         init_cfg=init_cfg, compile=compile)
         arch, arch_sa_type = self._parse_arch(arch)
         sa_type = sa_type or arch_sa_type or 'pairwise'
         if sa_type not in SA_TYPES:

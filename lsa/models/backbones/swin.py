@@ -147,7 +147,8 @@ class SwinHost(BaseLSABackbone):
             :class:`~lsa.models.layers.window_attention.ShiftWindowAttention`);
             False: classification behaviour, True: the official det/seg backbones.
         out_indices: Stages to return (each gets a LayerNorm ``norm{i}``).
-        frozen_stages, norm_eval, with_cp, init_cfg: the backbone contract.
+        frozen_stages, norm_eval, with_cp, init_cfg, compile: the backbone contract
+            (:mod:`lsa.models.backbones.base`).
 
     Example:
         >>> model = SwinHost(arch='tiny', out_indices=(0, 1, 2, 3))
@@ -172,10 +173,10 @@ class SwinHost(BaseLSABackbone):
                  patch_size: int = 4, in_channels: int = 3,
                  drop_path_rate: float = 0.1, pad_small_map: bool = False,
                  out_indices: OutIndices = (0, 1, 2, 3), frozen_stages: int = -1,
-                 norm_eval: bool = False, with_cp: bool = False,
+                 norm_eval: bool = False, with_cp: bool = False, compile: bool | dict = False,
                  init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
-                         init_cfg=init_cfg)
+                         init_cfg=init_cfg, compile=compile)
         owner = type(self).__name__
         self.arch = self._resolve_arch(arch)
         dims0 = self.arch['embed_dims']

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import collections.abc
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from lsa.registry import MODELS
 
@@ -116,15 +118,44 @@ def window_reverse(windows: Tensor, window_size: int, H: int, W: int) -> Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, -1)
 
 
-def maybe_checkpoint(module: nn.Module, *args: Any, enabled: bool) -> Any:
+def maybe_checkpoint(module: nn.Module | Callable, *args: Any, enabled: bool) -> Any:
     """Run ``module(*args)`` under gradient checkpointing when ``enabled`` and grads flow.
 
-    One module call (timm's ``checkpoint_seq`` instead splits a sequence into segments).
+    Exact: the outputs, the gradients and the BatchNorm running statistics are those of
+    a plain call. (The backward pass recomputes the forward; the BatchNorms of
+    ``module``, or of the module a bound method belongs to, then use the batch
+    statistics again, and their running statistics are put back after that second
+    update.)
     """
     if enabled and torch.is_grad_enabled() and any(
             isinstance(a, Tensor) and a.requires_grad for a in args):
-        return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False)
+        owner = module if isinstance(module, nn.Module) else getattr(module, '__self__', None)
+        bns = [m for m in owner.modules() if isinstance(m, _BatchNorm)
+               and m.training and m.track_running_stats] if isinstance(owner, nn.Module) else []
+        if not bns:
+            return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False)
+        return torch.utils.checkpoint.checkpoint(
+            module, *args, use_reentrant=False,
+            context_fn=lambda: (contextlib.nullcontext(), _no_running_stats(bns)))
     return module(*args)
+
+
+def _running_stats(bn: _BatchNorm) -> list[Tensor]:
+    return [t for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)
+            if t is not None]
+
+
+@contextlib.contextmanager
+def _no_running_stats(bns: list[_BatchNorm]) -> Iterator[None]:
+    """Undo the running-statistics updates the BatchNorms ``bns`` make inside the block."""
+    saved = [[t.clone() for t in _running_stats(m)] for m in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, ts in zip(bns, saved):
+                for dst, src in zip(_running_stats(m), ts):
+                    dst.copy_(src)
 
 
 #: Former name of :func:`maybe_checkpoint` (kept as an alias).

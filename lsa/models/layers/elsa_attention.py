@@ -151,16 +151,47 @@ class ELSAAttention(nn.Module):
             raise ValueError(f'{type(self).__name__}: expected (B, {H}*{W}, {self.dim}) tokens '
                              f'for hw_shape={tuple(hw_shape)}, got {tuple(x.shape)}')
         G, k, s = self.num_heads, self.kernel_size, self.stride
+        Q, Cv = self.dim_qk, self.dim_v
         Ho, Wo = H // s, W // s
-        x = x.transpose(1, 2).reshape(B, C, H, W)
-        q, k_, v = self.qkv(x).split([self.dim_qk, self.dim_qk, self.dim_v], dim=1)
-        hadamard = q * k_ * self.scale  # B, Q, H, W
+        # The 1x1 convs run as matmuls on the tokens, each in the layout its consumer
+        # wants, so no layout copy is made: q, k on tokens (the k x k attention conv then
+        # reads them as a channels-last map), v and the logits straight to NCHW (the ELSA
+        # op's layout), the projection straight back to tokens.
+        w, b = self.qkv.weight.view(-1, C), self.qkv.bias
+        qk = F.linear(x, w[:2 * Q], None if b is None else b[:2 * Q])  # B, L, 2Q
+        hadamard = qk[..., :Q] * qk[..., Q:]
+        if self.scale != 1:
+            hadamard = hadamard * self.scale
+        hadamard = hadamard.view(B, H, W, Q).permute(0, 3, 1, 2)  # B, Q, H, W channels-last
         if s > 1:
             hadamard = F.avg_pool2d(hadamard, s)  # B, Q, H//s, W//s
-        attn = self.attn_gen(hadamard).reshape(B * G, k * k, Ho, Wo).softmax(dim=1)
-        attn = self.attn_drop(attn)
-        v = v.reshape(B * G, self.dim_v // G, H, W)  # B*G, Cv/G, H, W
+        attn = _conv1x1_nchw(self.attn_gen[2], self.attn_gen[1](self.attn_gen[0](hadamard)))
+        attn = self.attn_drop(attn.reshape(B * G, k * k, Ho, Wo).softmax(dim=1))
+        v = _linear_nchw(x, w[2 * Q:], None if b is None else b[2 * Q:])  # B, Cv, L
+        v = v.view(B * G, Cv // G, H, W)
         ghost_mul, ghost_add = self.ghosts(B, v)
         out = elsa(v, attn, ghost_mul, ghost_add, k, stride=s, dilation=self.dilation)
-        out = out.reshape(B, self.dim_v, Ho * Wo).transpose(1, 2)  # B, Ho*Wo, Cv
-        return self.proj_drop(self.proj(out))
+        out = out.view(B, Cv, Ho * Wo).transpose(1, 2)  # B, Ho*Wo, Cv (a view)
+        p = self.proj
+        out = torch.baddbmm(p.bias.view(1, 1, -1), out, p.weight.t().expand(B, Cv, self.dim))
+        return self.proj_drop(out)
+
+
+def _linear_nchw(tokens: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``linear(tokens)`` of (B, L, Cin) tokens laid out as (B, Cout, L), without a copy."""
+    B = tokens.shape[0]
+    w = weight.expand(B, *weight.shape)
+    x = tokens.transpose(1, 2)  # B, Cin, L (a view)
+    if bias is None:
+        return torch.bmm(w, x)
+    return torch.baddbmm(bias.view(1, -1, 1), w, x)
+
+
+def _conv1x1_nchw(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``conv(x)`` for a 1x1 conv, contiguous NCHW out whatever the layout of ``x``."""
+    if conv.groups != 1 or not x.is_contiguous(memory_format=torch.channels_last):
+        return conv(x).contiguous()
+    B, _, H, W = x.shape
+    tokens = x.permute(0, 2, 3, 1).reshape(B, H * W, -1)  # a view for channels-last x
+    y = _linear_nchw(tokens, conv.weight.view(conv.out_channels, -1), conv.bias)
+    return y.view(B, -1, H, W)

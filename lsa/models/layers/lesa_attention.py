@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from lsa.models.layers.common import checkpoint_seq, to_2tuple
+from lsa.models.layers.common import maybe_checkpoint, to_2tuple
 from lsa.registry import MODELS
 from lsa.types import IntOr2Tuple
 
@@ -217,9 +217,8 @@ class LESAAttention(nn.Module):
 
     def _cls_embeddings(self, L: int) -> Tensor:
         """E[c, i, j] = rel_pos[c, i - j + L - 1]; shape (2*d_qk + d_v, L, L)."""
-        idx = relative_index_1d(L, L).to(self.rel_pos.device)  # [i, j] = j - i + L - 1
-        idx = 2 * (L - 1) - idx  # i - j + L - 1
-        return self.rel_pos.index_select(1, idx.flatten()).view(-1, L, L)
+        # rel_pos.unfold(1, L, 1)[c, i, m] = rel_pos[c, i + m] (a view); m = L - 1 - j
+        return self.rel_pos.unfold(1, L, 1).flip(2)
 
     def _det_pos_logits(self, q: Tensor, H: int, W: int) -> Tensor:
         """qr[(x,y),(i,j)] = q(x,y) . (rel_h[i-x] + rel_w[j-y]); (B, G, L, L) from (B, G, d, L)."""
@@ -235,6 +234,41 @@ class LESAAttention(nn.Module):
         qr = lh[..., :, None] + lw[..., None, :]  # B, G, H, W, H, W
         return qr.reshape(B, G, H * W, H * W)
 
+    def _normed_sum(self, terms: list[Tensor]) -> Tensor:
+        """``logit_norm(cat(terms, 1)).unflatten(1, (-1, G)).sum(1)``: (B, G, L, L) each -> same.
+
+        A plain ``BatchNorm2d`` is applied as one scale and shift per term and group,
+        summed in place (``addcmul_``), so neither the concatenation nor the normalised
+        copy of the n_terms x (B, G, L, L) logits is made; statistics, running-statistics
+        updates and gradients are BatchNorm's. Other norms (SyncBatchNorm) run as modules.
+        """
+        bn, G = self.logit_norm, self.groups
+        if type(bn) is not nn.BatchNorm2d or not bn.affine:
+            return bn(torch.cat(terms, dim=1)).unflatten(1, (-1, G)).sum(1)
+        if bn.training or bn.running_mean is None:
+            var, mean = (torch.cat(s) for s in zip(*(
+                torch.var_mean(t, dim=(0, 2, 3), correction=0) for t in terms)))
+            if bn.training and bn.running_mean is not None:
+                self._update_running_stats(bn, mean, var, terms[0].numel() // G)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        scale = bn.weight * torch.rsqrt(var + bn.eps)  # n_terms * G
+        shift = (bn.bias - mean * scale).view(-1, G).sum(0)  # G
+        scale = scale.view(-1, 1, G, 1, 1)
+        out = torch.addcmul(shift.view(1, G, 1, 1), terms[0], scale[0])
+        for t, sc in zip(terms[1:], scale[1:]):
+            out.addcmul_(t, sc)
+        return out
+
+    @staticmethod
+    @torch.no_grad()
+    def _update_running_stats(bn: nn.BatchNorm2d, mean: Tensor, var: Tensor, n: int) -> None:
+        """BatchNorm's running-statistics update for a batch of ``n`` values per channel."""
+        bn.num_batches_tracked.add_(1)
+        f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        bn.running_mean.mul_(1 - f).add_(mean, alpha=f)
+        bn.running_var.mul_(1 - f).add_(var * (n / max(n - 1, 1)), alpha=f)
+
     # ---------------------------------------------------------------- terms
     def _local(self, x: Tensor) -> Tensor:
         return self.local_norm(self.local_conv(x))
@@ -249,10 +283,10 @@ class LESAAttention(nn.Module):
             eq, ek, ev = self._cls_embeddings(L).split([dqk, dqk, dv], dim=0)  # d, L, L
             qr = torch.einsum('bgci,cij->bgij', q, eq)
             kr = torch.einsum('bgcj,cji->bgij', k, ek)
-            terms = torch.cat([qk, qr, kr], dim=1)  # B, 3G, L, L
+            terms = [qk, qr, kr]
         else:
-            terms = torch.cat([qk, self._det_pos_logits(q, H, W)], dim=1)  # B, 2G, L, L
-        logits = self.logit_norm(terms).unflatten(1, (-1, G)).sum(1)  # B, G, L, L
+            terms = [qk, self._det_pos_logits(q, H, W)]
+        logits = self._normed_sum(terms)  # B, G, L, L
         attn = logits.softmax(dim=-1)
         out = self.value_norm(torch.einsum('bgij,bgcj->bgci', attn, v).reshape(B, -1, H, W))
         if self.pe_type == 'classification':
@@ -266,8 +300,8 @@ class LESAAttention(nn.Module):
             raise ValueError(f'{type(self).__name__}: expected (B, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
         self._check_size(x.shape[2], x.shape[3])
-        unary = checkpoint_seq(self._local, x, enabled=self.with_cp)
-        binary = checkpoint_seq(self._context, x, enabled=self.with_cp)
+        unary = maybe_checkpoint(self._local, x, enabled=self.with_cp)
+        binary = maybe_checkpoint(self._context, x, enabled=self.with_cp)
         gate = torch.sigmoid(self.gate(self.fuse(torch.cat([unary, binary], dim=1))))
         return self.pool(gate * binary + unary)
 

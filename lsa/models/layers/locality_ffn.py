@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lsa.registry import MODELS, build_block
 
-from .common import nchw_to_nlc, nlc_to_nchw
+from .common import maybe_checkpoint, nchw_to_nlc, nlc_to_nchw
 
 # Integer activation codes of the official ``LocalVisionTransformer(act=...)``.
 ACT_CODES = {1: 'relu6', 2: 'hs', 3: 'hs+se', 4: 'hs+eca'}
@@ -148,6 +148,9 @@ class LocalityFeedForward(nn.Module):
         kernel_size: depth-wise kernel size (odd; 3 in every published model).
         residual: return ``x + branch`` (the official module's own output) instead of the
             branch, for hosts whose block expects the FFN to add its residual.
+        recompute: in training, recompute the element-wise steps after each conv in the
+            backward pass instead of storing their expanded outputs (same results; less
+            memory, some time: docs/performance.md).
     """
 
     #: Tells hosts (see :func:`ffn_residual`) that this FFN runs on the spatial grid only,
@@ -157,7 +160,8 @@ class LocalityFeedForward(nn.Module):
     def __init__(self, in_features: int, hidden_features: int | None = None,
                  out_features: int | None = None, act: str | int = 'hs+se', reduction: int = 4,
                  se_channels: int | None = None, with_dwconv: bool = True,
-                 dw_first: bool = False, kernel_size: int = 3, residual: bool = False) -> None:
+                 dw_first: bool = False, kernel_size: int = 3, residual: bool = False,
+                 recompute: bool = True) -> None:
         super().__init__()
         hidden = int(hidden_features or in_features * 4)
         out = int(out_features or in_features)
@@ -172,7 +176,7 @@ class LocalityFeedForward(nn.Module):
         nonlin, attn = parse_act(act)
         self.in_features, self.hidden_features, self.out_features = in_features, hidden, out
         self.act_name, self.attn_name, self.dw_first = nonlin, attn, dw_first
-        self.residual = residual
+        self.residual, self.recompute = residual, recompute
         if residual and out != in_features:
             raise ValueError(f'LocalityFeedForward: residual=True needs out_features == '
                              f'in_features, got {out} vs {in_features}')
@@ -203,13 +207,27 @@ class LocalityFeedForward(nn.Module):
     def _dw(self, x: Tensor) -> Tensor:
         return self.act2(self.bn2(self.dwconv(x)))
 
+    def _bn_act1(self, y: Tensor) -> Tensor:
+        return self.act1(self.bn1(y))
+
+    def _bn_act2_attn(self, y: Tensor) -> Tensor:
+        return self.attn(self.act2(self.bn2(y)))
+
     def forward_nchw(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, out, H, W): the branch (plus ``x`` if ``residual``)."""
+        """(B, C, H, W) -> (B, out, H, W): the branch (plus ``x`` if ``residual``).
+
+        With ``recompute`` and gradients flowing, the element-wise steps after each conv
+        (BatchNorm, activation, channel gate) are recomputed in the backward pass instead
+        of keeping their expanded (B, hidden, H, W) outputs: only the conv inputs and
+        outputs stay (same values, gradients and running statistics).
+        """
         y = self._dw(x) if self.dw_first else x
-        y = self.act1(self.bn1(self.fc1(y)))
+        y = maybe_checkpoint(self._bn_act1, self.fc1(y), enabled=self.recompute)
         if self.dwconv is not None and not self.dw_first:
-            y = self._dw(y)
-        y = self.bn3(self.fc2(self.attn(y)))
+            y = maybe_checkpoint(self._bn_act2_attn, self.dwconv(y), enabled=self.recompute)
+        else:
+            y = self.attn(y)
+        y = self.bn3(self.fc2(y))
         return x + y if self.residual else y
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int] | None = None) -> Tensor:

@@ -1,0 +1,173 @@
+"""The speed and memory modes keep every backbone exact: ``with_cp`` and ``compile``."""
+import pytest
+import torch
+
+import lsa.models  # noqa: F401
+from lsa.models.backbones.base import BaseLSABackbone
+from lsa.registry import MODELS, build_block
+
+SWIN_ARCH = dict(embed_dims=8, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4))
+VIT_ARCH = dict(embed_dims=16, depth=2, num_heads=2, mlp_ratio=2, se_channels=4)
+#: Small widths of every backbone, with stochastic depth where the model has it (the
+#: recomputation in the backward pass must draw the same masks).
+TINY = {
+    'SAN': dict(arch=dict(widths=(32, 32, 64, 64, 64), layers=(1, 1, 2, 1, 1),
+                          kernels=(3, 3, 3, 3, 3)), sa_type='pairwise', out_indices=(2, 4)),
+    'LESAResNet': dict(arch=dict(base_channels=8, stage_blocks=(1, 1, 2, 2), widen_factor=1),
+                       form='det', out_indices=(1, 3)),
+    'ELSASwin': dict(arch=dict(SWIN_ARCH, group_width=4), drop_path_rate=0.2),
+    'SwinHost': dict(arch=SWIN_ARCH, drop_path_rate=0.2),
+    'LocalViTSwin': dict(arch=SWIN_ARCH, drop_path_rate=0.2),
+    'LocalViT': dict(arch=VIT_ARCH, drop_path_rate=0.2, out_type='featmap'),
+    'LocalViTT2T': dict(arch=VIT_ARCH, token_dims=8, drop_path_rate=0.2),
+    'LocalViTPVT': dict(arch=dict(embed_dims=[8, 8, 16, 16], depths=[1, 1, 1, 1],
+                                  num_heads=[1, 1, 2, 2], mlp_ratios=[2, 2, 2, 2],
+                                  sr_ratios=[4, 2, 1, 1], se_channels=[2, 2, 2, 2]),
+                        drop_path_rate=0.2),
+    'LocalViTTNT': dict(arch=dict(embed_dims=16, inner_dims=4, depth=2, num_heads=2,
+                                  inner_num_heads=1, mlp_ratio=2, se_channels=4),
+                        drop_path_rate=0.2),
+}
+
+
+def _build(name: str, **kw) -> BaseLSABackbone:
+    torch.manual_seed(0)
+    return build_block(dict(type=name, **TINY[name], **kw))
+
+
+def _step(model: BaseLSABackbone, x: torch.Tensor) -> list[torch.Tensor]:
+    torch.manual_seed(1)  # the same drop-path masks for both models
+    outs = model(x)
+    outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+    sum((o.float() * torch.linspace(-1, 1, o.numel()).view_as(o)).sum()
+        for o in outs).backward()
+    return [o.detach() for o in outs]
+
+
+def test_tiny_configs_cover_every_backbone():
+    registered = {n for n, c in MODELS.module_dict.items()
+                  if isinstance(c, type) and issubclass(c, BaseLSABackbone)}
+    assert registered == set(TINY)
+
+
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_with_cp_is_exact(name):
+    """Checkpointing changes nothing: outputs, gradients, BatchNorm running statistics."""
+    plain, cp = _build(name), _build(name, with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    plain.train(), cp.train()
+    x = torch.randn(2, 3, 64, 64)
+    for a, b in zip(_step(plain, x), _step(cp, x)):
+        torch.testing.assert_close(a, b)
+    for (n, p), q in zip(plain.named_parameters(), cp.parameters()):
+        assert (p.grad is None) == (q.grad is None), n
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, msg=n)
+    for (n, p), q in zip(plain.named_buffers(), cp.buffers()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+
+
+def test_with_cp_saves_memory_only_when_training():
+    """with_cp needs a grad-requiring input or parameters: eval and no_grad run plainly."""
+    model = _build('ELSASwin', with_cp=True).eval()
+    with torch.no_grad():
+        ref = model(torch.ones(1, 3, 32, 32))
+    plain = _build('ELSASwin').eval()
+    with torch.no_grad():
+        for a, b in zip(ref, plain(torch.ones(1, 3, 32, 32))):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_compile_switch_rejects_bad_values():
+    with pytest.raises(TypeError, match='compile must be a bool or a dict'):
+        _build('SwinHost', compile='yes')
+
+
+def test_compile_keeps_state_dict_keys():
+    eager, compiled = _build('SwinHost'), _build('SwinHost', compile=True)
+    assert list(eager.state_dict()) == list(compiled.state_dict())
+
+
+@pytest.mark.compile
+def test_compiled_elsa_swin_equals_eager_forward_and_backward():
+    """torch.compile traces the ELSA op (fake + autograd registrations) forward and backward.
+
+    ``aot_eager`` runs dynamo and AOT autograd without inductor's C++ codegen, so the
+    test stays well under a minute on CPU; inductor is measured in docs/performance.md.
+    """
+    cfg = dict(type='ELSASwin', arch=dict(embed_dims=8, depths=(1, 1), num_heads=(1, 2),
+                                          group_width=4),
+               attn_cfgs=[dict(type='lsa.ELSAAttention', kernel_size=3),
+                          dict(type='lsa.ShiftWindowAttention', window_size=2)],
+               out_indices=(1,))
+    torch.manual_seed(0)
+    eager = build_block(cfg)
+    compiled = build_block(dict(cfg, compile=dict(backend='aot_eager')))
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    for a, b in zip(_step(eager, x), _step(compiled, x)):
+        torch.testing.assert_close(a, b)
+    for (n, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+class _OtherBN(torch.nn.BatchNorm2d):
+    """Not exactly ``nn.BatchNorm2d``: LESA's logit norm then runs as a module."""
+
+
+@pytest.mark.parametrize('pe_type', ['cls', 'det'])
+def test_lesa_fused_logit_norm_equals_batchnorm(pe_type):
+    """LESA's summed logit BatchNorm (fused scale-and-add) equals the module, train and eval."""
+    from lsa.models.layers.lesa_attention import LESAAttention
+    torch.manual_seed(0)
+    fused = LESAAttention(16, 16, fmap_size=5, pe_type=pe_type, groups=2).double()
+    module = LESAAttention(16, 16, fmap_size=5, pe_type=pe_type, groups=2).double()
+    module.logit_norm = _OtherBN(fused.logit_norm.num_features).double()
+    with torch.no_grad():
+        for p in fused.logit_norm.parameters():
+            p.uniform_(0.5, 1.5)
+    module.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 16, 5, 5, dtype=torch.float64, requires_grad=True)
+    for _ in range(2):  # running statistics after two updates
+        ya, yb = fused(x), module(x)
+        torch.testing.assert_close(ya, yb)
+        (ya * ya.detach().sign()).sum().backward()
+        (yb * yb.detach().sign()).sum().backward()
+    for (n, p), q in zip(fused.named_parameters(), module.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    for (n, p), q in zip(fused.named_buffers(), module.buffers()):
+        torch.testing.assert_close(p, q, msg=n)
+    fused.eval(), module.eval()
+    torch.testing.assert_close(fused(x), module(x))
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward of ``fn()``."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_locality_ffn_recompute_is_exact_and_keeps_less():
+    from lsa.models.layers.locality_ffn import LocalityFeedForward
+    torch.manual_seed(0)
+    a = LocalityFeedForward(8, 32, act='hs+se', recompute=True)
+    b = LocalityFeedForward(8, 32, act='hs+se', recompute=False)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 30, 8, requires_grad=True)
+    ya, yb = a(x, (5, 6)), b(x, (5, 6))
+    torch.testing.assert_close(ya, yb, rtol=0, atol=0)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    for (n, p), q in zip(a.named_buffers(), b.buffers()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+    hidden = 2 * 32 * 30 * 4  # one expanded fp32 activation
+    kept_a, kept_b = (_saved_bytes(lambda m=m: m(x, (5, 6))) for m in (a, b))
+    assert kept_b - kept_a >= 5 * hidden, (kept_a, kept_b)
