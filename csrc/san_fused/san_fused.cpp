@@ -36,6 +36,7 @@ SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor&
   const int64_t k = kernel_size, p = dilation * (kernel_size - 1) / 2;
   const SanGeometry g = san_geometry(fn, u1, {k, k}, {1, 1}, {p, p}, {dilation, dilation},
                                      pad_mode);
+  TORCH_CHECK(g.h * g.w < (int64_t(1) << 31), fn, ": H*W must be < 2^31, got ", g.h, "*", g.w);
   TORCH_CHECK(u1.scalar_type() == at::kFloat || u1.scalar_type() == at::kDouble, fn,
               ": dtype must be float32 or float64, got ", u1.scalar_type());
   check_float_tensor(fn, "u2", u2, 4);
