@@ -394,3 +394,114 @@ def test_config_loss_is_the_official_smooth_loss():
     target = torch.full_like(logp, 0.1 / 999)
     target[0, 3] = target[1, 999] = 0.9
     torch.testing.assert_close(loss, -(target * logp).sum(1).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# The fused pairwise path (default) against the unfused composition (fused=False)
+# --------------------------------------------------------------------------------------------
+def fused_and_unfused(k, dilation=1, dtype=torch.float64, momentum=0.1):
+    torch.manual_seed(k * 10 + dilation)
+    fused = randomise_bn(SANAttention(32, 16, kernel_size=k, dilation=dilation,
+                                      fused=True)).to(dtype)
+    for bn in (fused.gamma.norm1, fused.gamma.norm2):
+        bn.momentum = momentum
+    unfused = copy.deepcopy(fused)
+    unfused.fused = False
+    return fused, unfused
+
+
+def assert_group_close(got, want, rtol, names):
+    scale = max(w.abs().max().item() for w in want)  # zero-in-exact-math grads are noise
+    for name, a, b in zip(names, got, want):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * scale,
+                                   msg=lambda m, name=name: f'{name}: {m}')
+
+
+def check_fused_steps(fused, unfused, x, training, rtol, steps=2):
+    """Outputs, input and parameter gradients, and BN buffers after each of `steps` calls."""
+    fused.train(training)
+    unfused.train(training)
+    names = ['input'] + [n for n, _ in fused.named_parameters()]
+    for _ in range(steps):
+        xa, xb = x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()
+        ya, yb = fused(xa), unfused(xb)
+        assert_group_close([ya], [yb], rtol, ['output'])
+        g = torch.randn_like(yb)
+        ga = torch.autograd.grad(ya, [xa, *fused.parameters()], g)
+        gb = torch.autograd.grad(yb, [xb, *unfused.parameters()], g)
+        assert_group_close(ga, gb, rtol, names)
+        sa, sb = fused.state_dict(), unfused.state_dict()
+        assert list(sa) == list(sb)
+        for key in sa:
+            if key.endswith('num_batches_tracked'):
+                assert sa[key] == sb[key], key
+            else:
+                torch.testing.assert_close(sa[key], sb[key], rtol=rtol, atol=rtol, msg=key)
+
+
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('k,dilation,n,hw', [(3, 1, 2, (7, 9)), (7, 1, 1, (11, 8)),
+                                             (7, 1, 2, (4, 5)), (3, 2, 2, (6, 7))])
+def test_fused_attention_equals_unfused_fp64(training, k, dilation, n, hw):
+    fused, unfused = fused_and_unfused(k, dilation)
+    x = torch.randn(n, 32, *hw, dtype=torch.float64)
+    check_fused_steps(fused, unfused, x, training, 1e-10)
+    if training:
+        assert fused.gamma.norm1.num_batches_tracked == 2
+
+
+def test_fused_attention_cumulative_momentum_and_non_contiguous_input():
+    fused, unfused = fused_and_unfused(5, momentum=None)
+    x = torch.randn(2, 9, 7, 32, dtype=torch.float64).permute(0, 3, 1, 2)  # channels-last
+    assert not x.is_contiguous()
+    check_fused_steps(fused, unfused, x, True, 1e-10, steps=3)
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_fused_attention_close_to_unfused_fp32(training):
+    """fp32: outputs and gradients to 1e-4 of the unfused path (relative to their scale)."""
+    fused, unfused = fused_and_unfused(7, dtype=torch.float32)
+    check_fused_steps(fused, unfused, torch.randn(2, 32, 10, 9), training, 1e-4, steps=1)
+
+
+def test_fused_is_default_in_eval_and_skips_the_gamma_modules():
+    m = SANAttention(32, 16, kernel_size=3)
+    assert m.fused == 'eval' and "fused='eval'" in repr(m)
+    calls = []
+    m.gamma.conv1.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(1, 32, 5, 6)
+    m.eval()
+    y = m(x)
+    assert not calls  # no tap-expanded gamma pass
+    m.train()
+    with torch.no_grad():  # no gradients: inference, fused too
+        m(x)
+    assert not calls
+    m.train()(x)  # a training step takes the unfused path by default (faster today)
+    assert len(calls) == 1
+    m.eval().fused = False
+    torch.testing.assert_close(m(x), y, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="fused must be True, False or 'eval'"):
+        SANAttention(32, 16, fused='always')
+    assert list(SANAttention(32, 16, fused=False).state_dict()) == list(m.state_dict())
+
+
+def test_fused_backbone_equals_unfused_training():
+    torch.manual_seed(0)
+    fused = randomise_bn(SAN(arch=TINY, out_indices=(2, 4))).double().train()
+    for mod in fused.modules():
+        if isinstance(mod, SANAttention):
+            mod.fused = True
+    unfused = copy.deepcopy(fused)
+    for mod in unfused.modules():
+        if isinstance(mod, SANAttention):
+            mod.fused = False
+    x = torch.randn(2, 3, 64, 72, dtype=torch.float64)
+    outs_a, outs_b = fused(x), unfused(x)
+    for a, b in zip(outs_a, outs_b):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    sum(o.sum() for o in outs_a).backward()
+    sum(o.sum() for o in outs_b).backward()
+    for (name, pa), pb in zip(fused.named_parameters(), unfused.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-9, atol=1e-9, msg=name)

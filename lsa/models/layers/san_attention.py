@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lsa.ops import aggregation, reflect_min_size, subtraction, subtraction2
+from lsa.ops.san_fused import FUSED_DTYPES
+from lsa.ops.san_gamma import san_pairwise_gamma_attention
 from lsa.registry import MODELS, build_block
 
 SA_TYPES = ('pairwise', 'patchwise')
@@ -62,6 +64,14 @@ class SANAttention(nn.Module):
         rel_channels: Channels of ``phi``/``psi``; default ``in_channels // 16``.
         share_planes: Value channels per attention weight; default 8.
         dilation: Footprint dilation (the published models use 1).
+        fused: When to run the pairwise form through the fused op
+            (:func:`lsa.ops.san_gamma.san_pairwise_gamma_attention`: relation, gamma,
+            softmax and aggregation tile by tile, no tensor with a tap axis) for
+            float32/float64 input outside autocast. ``'eval'`` (default): where it is
+            faster today, in eval mode or without gradients (CPU inference 1.5x the unfused
+            path; its training step is slower, docs/ops.md); ``True``: always (training
+            too, at about half the activation memory); ``False``: never, the unfused
+            composition below. Same parameters, results and BatchNorm updates.
 
     Shapes:
         input (N, C, H, W) -> output (N, out_channels, H, W); H and W must be larger
@@ -70,7 +80,8 @@ class SANAttention(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7,
                  sa_type: str = 'pairwise', rel_channels: int | None = None,
-                 share_planes: int = 8, dilation: int = 1) -> None:
+                 share_planes: int = 8, dilation: int = 1,
+                 fused: bool | str = 'eval') -> None:
         super().__init__()
         name = type(self).__name__
         if sa_type not in SA_TYPES:
@@ -89,6 +100,9 @@ class SANAttention(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.rel_channels, self.share_planes = rel_channels, share_planes
         self.kernel_size, self.dilation, self.sa_type = kernel_size, dilation, sa_type
+        if fused not in (True, False, 'eval'):
+            raise ValueError(f"{name}: fused must be True, False or 'eval', got {fused!r}")
+        self.fused = fused
         self.padding = dilation * (kernel_size - 1) // 2
         self._window = dict(kernel_size=kernel_size, stride=1, padding=self.padding,
                             dilation=dilation, pad_mode='reflect')
@@ -114,7 +128,8 @@ class SANAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'sa_type={self.sa_type!r}, kernel_size={self.kernel_size}, '
-                f'dilation={self.dilation}, share_planes={self.share_planes}')
+                f'dilation={self.dilation}, share_planes={self.share_planes}, '
+                f'fused={self.fused!r}')
 
     def _unfold_reflect(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C * K, H * W): reflect-padded footprints, channel-major."""
@@ -149,8 +164,19 @@ class SANAttention(nn.Module):
                 f'{type(self).__name__}: input {H}x{W} is too small for kernel_size='
                 f'{self.kernel_size}, dilation={self.dilation}: the reflect padding '
                 f'{self.padding} needs height and width >= {reflect_min_size(self.padding)}')
+        if self._fused_applies(x):
+            pos = self.pos_enc(san_position(H, W, x))
+            return san_pairwise_gamma_attention(self.phi(x), self.psi(x), pos, self.beta(x),
+                                                self.gamma, self.kernel_size, self.dilation)
         w = self.attention_weights(x)
         return aggregation(self.beta(x), w, **self._window)
+
+    def _fused_applies(self, x: Tensor) -> bool:
+        wanted = self.fused is True or (
+            self.fused == 'eval' and not (self.training and torch.is_grad_enabled()))
+        return (wanted and self.sa_type == 'pairwise' and x.dtype in FUSED_DTYPES
+                and x.device.type in ('cpu', 'cuda')
+                and not torch.is_autocast_enabled(x.device.type))
 
 
 @MODELS.register_module()

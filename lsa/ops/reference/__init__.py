@@ -5,3 +5,4 @@ kernels are tested against them and they are tested against Python loops.
 """
 from .elsa import elsa_ref  # noqa: F401
 from .san import aggregation_ref, subtraction2_ref, subtraction_ref  # noqa: F401
+from .san_fused import san_pairwise_ref, san_pairwise_stats_ref  # noqa: F401

@@ -1,0 +1,37 @@
+// Fused SAN pairwise attention: argument checks shared by the CPU and CUDA kernels.
+//
+// Per output pixel q and tap k (source pixel j = tap k of q, reflect or zero padding):
+//   r  = u1[:, q] - u2[:, j]                          (Cr relation channels)
+//   a  = relu(scale1 * r + shift1)                    (gamma's BN1 + ReLU, folded)
+//   z  = relu(weight1 @ a + bias1)                    (conv1 with BN2 folded, ReLU)
+//   l  = weight2 @ z + bias2                          (conv2: Cw logits)
+//   p  = softmax over the K taps of l                 (per weight channel)
+//   y[c, q] = sum_k p[c % Cw, k] * value[c, j]        (SAN aggregation)
+// The statistics op returns the per-channel sum and sum of squares over (N, K, H*W)
+// of conv1's raw output weight1 @ a (the input of gamma's BN2 in training mode).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "lsa/san.h"
+
+namespace lsa {
+namespace san_fused {
+
+struct Dims {
+  int64_t cr, m, cw, c;  // relation, hidden, weight and value channels
+};
+
+// Checks u1/u2 (N, Cr, H, W), scale1/shift1 (Cr), weight1 (M, Cr) and, when given,
+// bias1 (M), weight2 (Cw, M), bias2 (Cw), value (N, C, H, W) with C % Cw == 0 and
+// grad_output (N, C, H, W). Returns the SAN "same" geometry: stride 1, padding
+// dilation * (kernel_size - 1) / 2; kernel_size must be odd.
+SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor& u2,
+                         const at::Tensor& scale1, const at::Tensor& shift1,
+                         const at::Tensor& weight1, const at::Tensor* bias1,
+                         const at::Tensor* weight2, const at::Tensor* bias2,
+                         const at::Tensor* value, const at::Tensor* grad_output,
+                         int64_t kernel_size, int64_t dilation, int64_t pad_mode, Dims* dims);
+
+}  // namespace san_fused
+}  // namespace lsa

@@ -1,0 +1,256 @@
+// Fused SAN pairwise attention, CPU kernels (float32, float64), at::parallel_for.
+//
+// Work unit: a tile of up to kTile consecutive pixels (flattened h*W + w) of one image.
+// For each tap the tile's relation rows, gamma's hidden rows and logits are computed
+// in small per-task buffers ([channels][tile] so the matrix products vectorise along
+// the pixels); only (N, C, H, W)-sized tensors are read or written.
+//
+// Forward:     tasks = tiles; no shared writes.
+// Statistics:  tasks = tiles; per-task partial sums (double), added in task order.
+// Backward:    recomputes the forward of a tile, then scatters into grad u2 / grad value
+//              at the taps' source pixels. Tasks are bands of B >= 2 * padding output
+//              rows, run in two phases (even bands, then odd bands): the source rows of
+//              two bands of one phase never overlap, so the scatters need no atomics and
+//              every element receives its terms in a fixed order. Parameter gradients
+//              are per-task partials added in task order. Results therefore do not
+//              depend on the thread count.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "lsa/san_cpu.h"
+#include "san_fused.h"
+
+namespace lsa {
+namespace san_fused {
+namespace {
+
+constexpr int64_t kTile = 64;  // pixels per tile (buffers are [channels][kTile])
+
+template <typename T>
+struct Net {
+  const T *s1, *t1, *w1, *b1, *w2, *b2;  // b1, w2, b2 may be null (statistics ops)
+  int64_t cr, m, cw;
+};
+
+struct Window {
+  SanGeometry g;
+  SanAxis rows, cols;
+  int64_t K, HW;
+  explicit Window(const SanGeometry& g_)
+      : g(g_),
+        rows(g.h, g.kh, 1, g.ph, g.dh, g.ho, g.mode),
+        cols(g.w, g.kw, 1, g.pw, g.dw, g.wo, g.mode),
+        K(g.kh * g.kw),
+        HW(g.h * g.w) {}
+  // idx[k * kTile + p] = source pixel of tap k for pixel q0 + p (-1: zero padding).
+  void tap_indices(int64_t q0, int64_t len, int32_t* idx) const {
+    for (int64_t th = 0; th < g.kh; ++th)
+      for (int64_t tw = 0; tw < g.kw; ++tw) {
+        int32_t* out = idx + (th * g.kw + tw) * kTile;
+        for (int64_t p = 0; p < len; ++p) {
+          const int64_t q = q0 + p, r = rows.at(th, q / g.w), c = cols.at(tw, q % g.w);
+          out[p] = (r < 0 || c < 0) ? -1 : static_cast<int32_t>(r * g.w + c);
+        }
+      }
+  }
+};
+
+template <typename T>
+Net<T> make_net(const at::Tensor& s1, const at::Tensor& t1, const at::Tensor& w1,
+                const at::Tensor* b1, const at::Tensor* w2, const at::Tensor* b2, int64_t cw) {
+  return {s1.const_data_ptr<T>(), t1.const_data_ptr<T>(), w1.const_data_ptr<T>(),
+          b1 ? b1->const_data_ptr<T>() : nullptr, w2 ? w2->const_data_ptr<T>() : nullptr,
+          b2 ? b2->const_data_ptr<T>() : nullptr, s1.size(0), w1.size(0), cw};
+}
+
+int64_t num_tiles(const Window& win) { return (win.HW + kTile - 1) / kTile; }
+
+int64_t num_bands(const Window& win) {
+  const int64_t rows = std::max<int64_t>(2 * std::max(win.g.ph, win.g.pw), 1);
+  return win.g.n * ((win.g.h + rows - 1) / rows);
+}
+
+// Parameter-gradient partials of one task, laid out [ds1 | dt1 | dw1 | db1 | dw2 | db2].
+struct GradLayout {
+  int64_t s1, t1, w1, b1, w2, b2, size;
+  GradLayout(int64_t cr, int64_t m, int64_t cw)
+      : s1(0), t1(cr), w1(2 * cr), b1(2 * cr + m * cr), w2(b1 + m), b2(w2 + cw * m),
+        size(b2 + cw) {}
+};
+
+// Sums the per-task partials in task order into the gradient tensors.
+template <typename T>
+void reduce_partials(const std::vector<T>& partials, const GradLayout& lay,
+                     std::initializer_list<std::pair<at::Tensor*, int64_t>> outs) {
+  const int64_t tasks = static_cast<int64_t>(partials.size()) / lay.size;
+  for (const auto& o : outs) {
+    T* dst = o.first->mutable_data_ptr<T>();
+    const int64_t len = o.first->numel();
+    std::fill(dst, dst + len, T(0));
+    for (int64_t t = 0; t < tasks; ++t)
+      for (int64_t i = 0; i < len; ++i) dst[i] += partials[t * lay.size + o.second + i];
+  }
+}
+
+// The compute loops: generic, and AVX2+FMA with reassociation allowed in the
+// reductions (so they vectorise). The order of every sum is fixed by the code and the
+// build, not by the thread count, so results stay deterministic.
+#define LSA_SAN_FUSED_ISA generic
+#include "san_fused_kernels.h"
+#undef LSA_SAN_FUSED_ISA
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define LSA_SAN_FUSED_AVX2 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#pragma GCC optimize("associative-math,no-signed-zeros,no-trapping-math")
+#define LSA_SAN_FUSED_ISA avx2
+#include "san_fused_kernels.h"
+#undef LSA_SAN_FUSED_ISA
+#pragma GCC pop_options
+#endif
+
+bool use_avx2() {
+#ifdef LSA_SAN_FUSED_AVX2
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+#ifdef LSA_SAN_FUSED_AVX2
+#define LSA_SAN_FUSED_CALL(fn, ...) \
+  (use_avx2() ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
+#else
+#define LSA_SAN_FUSED_CALL(fn, ...) generic::fn(__VA_ARGS__)
+#endif
+
+// ---------------------------------------------------------------------------------------
+
+at::Tensor forward_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Tensor& value,
+                       const at::Tensor& scale1, const at::Tensor& shift1,
+                       const at::Tensor& weight1, const at::Tensor& bias1,
+                       const at::Tensor& weight2, const at::Tensor& bias2, int64_t kernel_size,
+                       int64_t dilation, int64_t pad_mode) {
+  Dims d{};
+  const SanGeometry g =
+      check_inputs("san_pairwise_forward", u1, u2, scale1, shift1, weight1, &bias1, &weight2,
+                   &bias2, &value, nullptr, kernel_size, dilation, pad_mode, &d);
+  const Window win(g);
+  const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous(), v = value.contiguous();
+  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous(), w1 = weight1.contiguous();
+  const at::Tensor b1 = bias1.contiguous(), w2 = weight2.contiguous(), b2 = bias2.contiguous();
+  at::Tensor y = at::empty({g.n, d.c, g.h, g.w}, value.options());
+  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_forward_cpu", [&] {
+    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, &b1, &w2, &b2, d.cw);
+    LSA_SAN_FUSED_CALL(forward_kernel<scalar_t>, win, net, d.c, x1.const_data_ptr<scalar_t>(),
+                             x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
+                             y.mutable_data_ptr<scalar_t>());
+  });
+  return y;
+}
+
+std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Tensor& u1,
+                                     const at::Tensor& u2, const at::Tensor& value,
+                                     const at::Tensor& scale1, const at::Tensor& shift1,
+                                     const at::Tensor& weight1, const at::Tensor& bias1,
+                                     const at::Tensor& weight2, const at::Tensor& bias2,
+                                     int64_t kernel_size, int64_t dilation, int64_t pad_mode) {
+  Dims d{};
+  const SanGeometry g =
+      check_inputs("san_pairwise_backward", u1, u2, scale1, shift1, weight1, &bias1, &weight2,
+                   &bias2, &value, &grad_output, kernel_size, dilation, pad_mode, &d);
+  const Window win(g);
+  const at::Tensor gy = grad_output.contiguous(), x1 = u1.contiguous(), x2 = u2.contiguous();
+  const at::Tensor v = value.contiguous(), s1 = scale1.contiguous(), t1 = shift1.contiguous();
+  const at::Tensor w1 = weight1.contiguous(), b1 = bias1.contiguous();
+  const at::Tensor w2 = weight2.contiguous(), b2 = bias2.contiguous();
+  at::Tensor du1 = at::zeros_like(x1), du2 = at::zeros_like(x2), dv = at::zeros_like(v);
+  at::Tensor ds1 = at::empty_like(s1), dt1 = at::empty_like(t1), dw1 = at::empty_like(w1);
+  at::Tensor db1 = at::empty_like(b1), dw2 = at::empty_like(w2), db2 = at::empty_like(b2);
+  const GradLayout lay(d.cr, d.m, d.cw);
+  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_backward_cpu", [&] {
+    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, &b1, &w2, &b2, d.cw);
+    std::vector<scalar_t> partials;
+    LSA_SAN_FUSED_CALL(backward_kernel<scalar_t>, win, net, d.c, gy.const_data_ptr<scalar_t>(),
+                              x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
+                              v.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
+                              du2.mutable_data_ptr<scalar_t>(), dv.mutable_data_ptr<scalar_t>(),
+                              partials, lay);
+    reduce_partials<scalar_t>(partials, lay,
+                              {{&ds1, lay.s1}, {&dt1, lay.t1}, {&dw1, lay.w1}, {&db1, lay.b1},
+                               {&dw2, lay.w2}, {&db2, lay.b2}});
+  });
+  return {du1, du2, dv, ds1, dt1, dw1, db1, dw2, db2};
+}
+
+at::Tensor stats_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Tensor& scale1,
+                     const at::Tensor& shift1, const at::Tensor& weight1, int64_t kernel_size,
+                     int64_t dilation, int64_t pad_mode) {
+  Dims d{};
+  const SanGeometry g =
+      check_inputs("san_pairwise_stats", u1, u2, scale1, shift1, weight1, nullptr, nullptr,
+                   nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
+  const Window win(g);
+  const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous();
+  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous(), w1 = weight1.contiguous();
+  at::Tensor out = at::empty({2, d.m}, u1.options());
+  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_cpu", [&] {
+    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, nullptr, nullptr, nullptr, 0);
+    LSA_SAN_FUSED_CALL(stats_kernel<scalar_t>, win, net, x1.const_data_ptr<scalar_t>(),
+                           x2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+std::vector<at::Tensor> stats_backward_cpu(const at::Tensor& grad, const at::Tensor& u1,
+                                           const at::Tensor& u2, const at::Tensor& scale1,
+                                           const at::Tensor& shift1, const at::Tensor& weight1,
+                                           int64_t kernel_size, int64_t dilation,
+                                           int64_t pad_mode) {
+  Dims d{};
+  const SanGeometry g =
+      check_inputs("san_pairwise_stats_backward", u1, u2, scale1, shift1, weight1, nullptr,
+                   nullptr, nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
+  check_float_tensor("san_pairwise_stats_backward", "grad", grad, 2);
+  TORCH_CHECK(grad.size(0) == 2 && grad.size(1) == d.m,
+              "san_pairwise_stats_backward: grad must have shape (2, ", d.m, "), got ",
+              grad.sizes());
+  const Window win(g);
+  const at::Tensor gr = grad.contiguous().to(u1.scalar_type());
+  const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous();
+  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous(), w1 = weight1.contiguous();
+  at::Tensor du1 = at::zeros_like(x1), du2 = at::zeros_like(x2);
+  at::Tensor ds1 = at::empty_like(s1), dt1 = at::empty_like(t1), dw1 = at::empty_like(w1);
+  const GradLayout lay(d.cr, d.m, 0);
+  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_backward_cpu", [&] {
+    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, nullptr, nullptr, nullptr, 0);
+    std::vector<scalar_t> partials;
+    LSA_SAN_FUSED_CALL(stats_backward_kernel<scalar_t>, win, net, gr.const_data_ptr<scalar_t>(),
+                                    x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
+                                    du1.mutable_data_ptr<scalar_t>(),
+                                    du2.mutable_data_ptr<scalar_t>(), partials, lay);
+    reduce_partials<scalar_t>(partials, lay, {{&ds1, lay.s1}, {&dt1, lay.t1}, {&dw1, lay.w1}});
+  });
+  return {du1, du2, ds1, dt1, dw1};
+}
+
+}  // namespace
+}  // namespace san_fused
+}  // namespace lsa
+
+TORCH_LIBRARY_IMPL(lsa, CPU, m) {
+  m.impl("san_pairwise_forward", &lsa::san_fused::forward_cpu);
+  m.impl("san_pairwise_backward", &lsa::san_fused::backward_cpu);
+  m.impl("san_pairwise_stats", &lsa::san_fused::stats_cpu);
+  m.impl("san_pairwise_stats_backward", &lsa::san_fused::stats_backward_cpu);
+}

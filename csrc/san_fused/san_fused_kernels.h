@@ -1,0 +1,421 @@
+// Fused SAN pairwise attention: the CPU compute loops, included twice by san_fused_cpu.cpp
+// (generic code and an AVX2+FMA build chosen at run time), each time in its own
+// namespace LSA_SAN_FUSED_ISA. No include guard on purpose; the types it uses (Net,
+// Window, GradLayout, kTile) and all headers come from the including file.
+namespace LSA_SAN_FUSED_ISA {
+
+// max(a, b) defined here (not std::max) so it inlines under this section's options.
+template <typename T>
+inline T vmax(T a, T b) {
+  return a > b ? a : b;
+}
+
+// x[j], or 0 for j = -1 (zero padding); branch-free so gathers vectorise.
+// The sources of tap k over a tile as maximal runs of consecutive real pixels: pixel p
+// of run [p0, p1) reads source p + off. Zero-padded pixels belong to no run. Inner loops
+// run over a run with contiguous loads/stores (vectorised) instead of gathers.
+struct TapRuns {
+  struct Run {
+    int32_t p0, p1, off;
+  };
+  std::vector<Run> runs;
+  std::vector<int32_t> begin;  // runs of tap k: [begin[k], begin[k + 1])
+  void build(const int32_t* idx, int64_t K, int64_t len) {
+    runs.clear();
+    begin.assign(K + 1, 0);
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t* ik = idx + k * kTile;
+      begin[k] = static_cast<int32_t>(runs.size());
+      for (int32_t p = 0; p < len;) {
+        if (ik[p] < 0) {
+          ++p;
+          continue;
+        }
+        int32_t e = p + 1;
+        while (e < len && ik[e] == ik[p] + (e - p)) ++e;
+        runs.push_back({p, e, ik[p] - p});
+        p = e;
+      }
+    }
+    begin[K] = static_cast<int32_t>(runs.size());
+  }
+  // f(p0, p1, off) for every run of tap k
+  template <typename F>
+  void each(int64_t k, const F& f) const {
+    for (int32_t i = begin[k]; i < begin[k + 1]; ++i) f(runs[i].p0, runs[i].p1, runs[i].off);
+  }
+};
+// out[i][p] = bias[i] + sum_c wt[i * si + c * sc] * in[c * in_stride + p] for p < len;
+// rows of `out` are kTile apart. Four output rows per pass share each input load.
+template <typename T>
+void matmul(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int64_t sc,
+            const T* LSA_RESTRICT in, int64_t in_stride, const T* bias, int64_t rows,
+            int64_t cols, int64_t len) {
+  int64_t i = 0;
+  for (; i + 4 <= rows; i += 4) {
+    T* LSA_RESTRICT o0 = out + i * kTile;
+    T* LSA_RESTRICT o1 = o0 + kTile;
+    T* LSA_RESTRICT o2 = o1 + kTile;
+    T* LSA_RESTRICT o3 = o2 + kTile;
+    for (int64_t p = 0; p < len; ++p) {
+      o0[p] = bias ? bias[i] : T(0);
+      o1[p] = bias ? bias[i + 1] : T(0);
+      o2[p] = bias ? bias[i + 2] : T(0);
+      o3[p] = bias ? bias[i + 3] : T(0);
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+      const T w0 = wt[i * si + c * sc], w1 = wt[(i + 1) * si + c * sc];
+      const T w2 = wt[(i + 2) * si + c * sc], w3 = wt[(i + 3) * si + c * sc];
+      const T* LSA_RESTRICT x = in + c * in_stride;
+      for (int64_t p = 0; p < len; ++p) {
+        o0[p] += w0 * x[p];
+        o1[p] += w1 * x[p];
+        o2[p] += w2 * x[p];
+        o3[p] += w3 * x[p];
+      }
+    }
+  }
+  for (; i < rows; ++i) {
+    T* LSA_RESTRICT o = out + i * kTile;
+    for (int64_t p = 0; p < len; ++p) o[p] = bias ? bias[i] : T(0);
+    for (int64_t c = 0; c < cols; ++c) {
+      const T w = wt[i * si + c * sc];
+      const T* LSA_RESTRICT x = in + c * in_stride;
+      for (int64_t p = 0; p < len; ++p) o[p] += w * x[p];
+    }
+  }
+}
+
+// g[i * cols + c] += sum_p a[i * a_stride + p] * b[c * kTile + p]
+template <typename T>
+void outer_accum(T* LSA_RESTRICT g, const T* LSA_RESTRICT a, int64_t a_stride,
+                 const T* LSA_RESTRICT b, int64_t rows, int64_t cols, int64_t len) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* ai = a + i * a_stride;
+    for (int64_t c = 0; c < cols; ++c) {
+      const T* bc = b + c * kTile;
+      T s = 0;
+      for (int64_t p = 0; p < len; ++p) s += ai[p] * bc[p];
+      g[i * cols + c] += s;
+    }
+  }
+}
+
+template <typename T>
+void relu_rows(T* x, int64_t rows, int64_t len) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t p = 0; p < len; ++p) x[i * kTile + p] = vmax(x[i * kTile + p], T(0));
+}
+
+// r[p] = x1[p] - x2[source of tap k of p] (0 for zero padding) over a tile.
+template <typename T>
+void relation_row(const T* LSA_RESTRICT x1, const T* x2, int64_t len, const TapRuns& tr,
+                  int64_t k, T* LSA_RESTRICT r) {
+  for (int64_t p = 0; p < len; ++p) r[p] = x1[p];
+  tr.each(k, [&](int32_t p0, int32_t p1, int32_t off) {
+    const T* LSA_RESTRICT xs = x2 + off;
+    for (int32_t p = p0; p < p1; ++p) r[p] -= xs[p];
+  });
+}
+
+// Relation of tap k for the tile, a = relu(s1 * r + t1), [Cr][kTile].
+template <typename T>
+void relation(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
+              int64_t len, const TapRuns& tr, int64_t k, T* a) {
+  for (int64_t c = 0; c < net.cr; ++c) {
+    relation_row(u1n + c * win.HW + q0, u2n + c * win.HW, len, tr, k, a + c * kTile);
+    const T s = net.s1[c], t = net.t1[c];
+    T* ac = a + c * kTile;
+    for (int64_t p = 0; p < len; ++p) ac[p] = vmax(s * ac[p] + t, T(0));
+  }
+}
+
+// Softmax over the K taps of logits [Cw][K][kTile], in place.
+template <typename T>
+void softmax_taps(T* l, int64_t cw, int64_t K, int64_t len) {
+  std::vector<T> mx(kTile), sum(kTile);
+  for (int64_t j = 0; j < cw; ++j) {
+    T* lj = l + j * K * kTile;
+    std::fill(mx.begin(), mx.end(), -std::numeric_limits<T>::infinity());
+    std::fill(sum.begin(), sum.end(), T(0));
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t p = 0; p < len; ++p) mx[p] = vmax(mx[p], lj[k * kTile + p]);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t p = 0; p < len; ++p) {
+        const T e = std::exp(lj[k * kTile + p] - mx[p]);
+        lj[k * kTile + p] = e;
+        sum[p] += e;
+      }
+    for (int64_t p = 0; p < len; ++p) sum[p] = T(1) / sum[p];
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t p = 0; p < len; ++p) lj[k * kTile + p] *= sum[p];
+  }
+}
+
+// Scratch of one task (sized once per parallel chunk).
+template <typename T>
+struct Scratch {
+  std::vector<int32_t> idx;
+  TapRuns runs;
+  std::vector<T> r, a, z, logits, grad_logits, dz, da;
+  Scratch(const Net<T>& net, int64_t K, bool backward)
+      : idx(K * kTile), r(net.cr * kTile), a((backward ? K : 1) * net.cr * kTile),
+        z((backward ? K : 1) * net.m * kTile), logits(net.cw * K * kTile),
+        grad_logits(backward ? net.cw * K * kTile : 0), dz(net.m * kTile), da(net.cr * kTile) {}
+  void index(const Window& win, int64_t q0, int64_t len) {
+    win.tap_indices(q0, len, idx.data());
+    runs.build(idx.data(), win.K, len);
+  }
+};
+
+// Forward of the MLP for tap k of a tile: a, z (post-ReLU) and the logits row block.
+template <typename T>
+void mlp_tap(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
+             int64_t len, const TapRuns& tr, int64_t k, T* a, T* z, T* logits_k) {
+  relation(net, win, u1n, u2n, q0, len, tr, k, a);
+  matmul(z, net.w1, net.cr, int64_t(1), a, kTile, net.b1, net.m, net.cr, len);
+  relu_rows(z, net.m, len);
+  // logits_k rows are K * kTile apart: write through a contiguous block, then copy.
+  for (int64_t j = 0; j < net.cw; ++j) {
+    T* out = logits_k + j * win.K * kTile;
+    const T* wj = net.w2 + j * net.m;
+    for (int64_t p = 0; p < len; ++p) out[p] = net.b2[j];
+    for (int64_t mm = 0; mm < net.m; ++mm) {
+      const T w = wj[mm];
+      const T* zm = z + mm * kTile;
+      for (int64_t p = 0; p < len; ++p) out[p] += w * zm[p];
+    }
+  }
+}
+
+// The attention weights of a tile: idx and softmax(logits), [Cw][K][kTile]. With
+// `keep` (backward) a and z of every tap are kept in s.a / s.z ([K][ch][kTile]).
+template <typename T>
+void tile_weights(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
+                  int64_t len, Scratch<T>& s, bool keep) {
+  s.index(win, q0, len);
+  for (int64_t k = 0; k < win.K; ++k) {
+    T* a = s.a.data() + (keep ? k * net.cr * kTile : 0);
+    T* z = s.z.data() + (keep ? k * net.m * kTile : 0);
+    mlp_tap(net, win, u1n, u2n, q0, len, s.runs, k, a, z,
+            s.logits.data() + k * kTile);
+  }
+  softmax_taps(s.logits.data(), net.cw, win.K, len);
+}
+
+// Gradient of gamma's first layer for one tap, given dz = d(loss)/d(conv1 output)
+// [M][kTile] (already masked by the ReLU that follows it) and a [Cr][kTile].
+// Accumulates db1 (if non-null), dw1, ds1, dt1; adds to du1 at the tile pixels and
+// subtracts from du2 at the source pixels.
+template <typename T>
+void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n,
+                     int64_t q0, int64_t len, int64_t k, const T* dz, const T* a,
+                     Scratch<T>& s, T* db1, T* dw1, T* ds1, T* dt1, T* du1n, T* du2n) {
+  if (db1)
+    for (int64_t mm = 0; mm < net.m; ++mm)
+      for (int64_t p = 0; p < len; ++p) db1[mm] += dz[mm * kTile + p];
+  outer_accum(dw1, dz, kTile, a, net.m, net.cr, len);
+  T* da = s.da.data();
+  matmul(da, net.w1, int64_t(1), net.cr, dz, kTile, static_cast<const T*>(nullptr), net.cr,
+         net.m, len);
+  T* r = s.r.data();
+  for (int64_t c = 0; c < net.cr; ++c) {
+    relation_row(u1n + c * win.HW + q0, u2n + c * win.HW, len, s.runs, k, r);
+    T* g1 = du1n + c * win.HW + q0;
+    T* g2 = du2n + c * win.HW;
+    const T sc = net.s1[c];
+    T gs = 0, gt = 0;
+    for (int64_t p = 0; p < len; ++p) {
+      const T d = a[c * kTile + p] > T(0) ? da[c * kTile + p] : T(0);
+      gs += d * r[p];
+      gt += d;
+      r[p] = sc * d;
+    }
+    ds1[c] += gs;
+    dt1[c] += gt;
+    for (int64_t p = 0; p < len; ++p) g1[p] += r[p];
+    s.runs.each(k, [&](int32_t p0, int32_t p1, int32_t off) {
+      T* LSA_RESTRICT gs2 = g2 + off;
+      for (int32_t p = p0; p < p1; ++p) gs2[p] -= r[p];
+    });
+  }
+}
+
+// Runs fn(n, q_begin, q_end, task) over bands of >= 2 * padding rows, even bands of
+// every image first, then odd bands (see the file comment). `task` numbers the bands.
+template <typename F>
+void for_each_band(const Window& win, const F& fn) {
+  const int64_t rows = std::max<int64_t>(2 * std::max(win.g.ph, win.g.pw), 1);
+  const int64_t bands = (win.g.h + rows - 1) / rows;
+  for (int64_t phase = 0; phase < 2; ++phase) {
+    const int64_t per_image = (bands - phase + 1) / 2;
+    at::parallel_for(0, win.g.n * per_image, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t n = t / per_image, b = 2 * (t % per_image) + phase;
+        const int64_t h0 = b * rows, h1 = std::min(win.g.h, h0 + rows);
+        fn(n, h0 * win.g.w, h1 * win.g.w, n * bands + b);
+      }
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+template <typename T>
+void forward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* u1, const T* u2,
+                    const T* v, T* y) {
+  const int64_t tiles = num_tiles(win), HW = win.HW, Cr = net.cr, K = win.K;
+  at::parallel_for(0, win.g.n * tiles, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> s(net, K, false);
+    std::vector<T> acc(kTile);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / tiles, q0 = (t % tiles) * kTile, len = std::min(kTile, HW - q0);
+      tile_weights(net, win, u1 + n * Cr * HW, u2 + n * Cr * HW, q0, len, s, false);
+      for (int64_t c = 0; c < C; ++c) {
+        const T* x = v + (n * C + c) * HW;
+        const T* wj = s.logits.data() + (c % net.cw) * K * kTile;
+        std::fill(acc.begin(), acc.end(), T(0));
+        for (int64_t k = 0; k < K; ++k) {
+          const T* wk = wj + k * kTile;
+          s.runs.each(k, [&](int32_t p0, int32_t p1, int32_t off) {
+            const T* LSA_RESTRICT xs = x + off;
+            for (int32_t p = p0; p < p1; ++p) acc[p] += wk[p] * xs[p];
+          });
+        }
+        std::copy(acc.begin(), acc.begin() + len, y + (n * C + c) * HW + q0);
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* gy, const T* u1,
+                     const T* u2, const T* v, T* du1, T* du2, T* dv, std::vector<T>& partials,
+                     const GradLayout& lay) {
+  const int64_t HW = win.HW, Cr = net.cr, K = win.K, M = net.m, Cw = net.cw;
+  partials.assign(num_bands(win) * lay.size, T(0));
+  for_each_band(win, [&](int64_t n, int64_t qb, int64_t qe, int64_t task) {
+    Scratch<T> s(net, K, true);
+    T* part = partials.data() + task * lay.size;
+    const T *u1n = u1 + n * Cr * HW, *u2n = u2 + n * Cr * HW;
+    T *du1n = du1 + n * Cr * HW, *du2n = du2 + n * Cr * HW;
+    for (int64_t q0 = qb; q0 < qe; q0 += kTile) {
+      const int64_t len = std::min(kTile, qe - q0);
+      tile_weights(net, win, u1n, u2n, q0, len, s, true);
+      T* P = s.logits.data();
+      T* dP = s.grad_logits.data();
+      std::fill(s.grad_logits.begin(), s.grad_logits.end(), T(0));
+      // aggregation backward: dP (gather) and grad value (scatter)
+      for (int64_t c = 0; c < C; ++c) {
+        const T* x = v + (n * C + c) * HW;
+        const T* g = gy + (n * C + c) * HW + q0;
+        T* dx = dv + (n * C + c) * HW;
+        const int64_t j = c % Cw;
+        for (int64_t k = 0; k < K; ++k) {
+          T* dpk = dP + (j * K + k) * kTile;
+          const T* pk = P + (j * K + k) * kTile;
+          s.runs.each(k, [&](int32_t p0, int32_t p1, int32_t off) {
+            const T* LSA_RESTRICT xs = x + off;
+            T* LSA_RESTRICT dxs = dx + off;
+            for (int32_t p = p0; p < p1; ++p) {
+              dpk[p] += g[p] * xs[p];
+              dxs[p] += pk[p] * g[p];
+            }
+          });
+        }
+      }
+      // softmax backward, in place in dP: dl = P * (dP - sum_k P dP)
+      for (int64_t j = 0; j < Cw; ++j) {
+        T dot[kTile] = {};
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t p = 0; p < len; ++p)
+            dot[p] += P[(j * K + k) * kTile + p] * dP[(j * K + k) * kTile + p];
+        for (int64_t k = 0; k < K; ++k)
+          for (int64_t p = 0; p < len; ++p) {
+            const int64_t i = (j * K + k) * kTile + p;
+            dP[i] = P[i] * (dP[i] - dot[p]);
+          }
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const T* dl = dP + k * kTile;  // rows j are K * kTile apart
+        const T* a = s.a.data() + k * Cr * kTile;
+        const T* z = s.z.data() + k * M * kTile;
+        for (int64_t j = 0; j < Cw; ++j)
+          for (int64_t p = 0; p < len; ++p) part[lay.b2 + j] += dl[j * K * kTile + p];
+        outer_accum(part + lay.w2, dl, K * kTile, z, Cw, M, len);
+        T* dz = s.dz.data();
+        matmul(dz, net.w2, int64_t(1), M, dl, K * kTile, static_cast<const T*>(nullptr), M, Cw,
+               len);
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t p = 0; p < len; ++p)
+            if (!(z[i * kTile + p] > T(0))) dz[i * kTile + p] = T(0);
+        layer1_backward(net, win, u1n, u2n, q0, len, k, dz, a, s,
+                        part + lay.b1, part + lay.w1, part + lay.s1, part + lay.t1, du1n, du2n);
+      }
+    }
+  });
+}
+
+template <typename T>
+void stats_kernel(const Window& win, const Net<T>& net, const T* u1, const T* u2, T* out) {
+  const int64_t tiles = num_tiles(win), HW = win.HW, Cr = net.cr, M = net.m;
+  std::vector<double> partials(win.g.n * tiles * 2 * M, 0.0);
+  at::parallel_for(0, win.g.n * tiles, 1, [&](int64_t begin, int64_t end) {
+    Scratch<T> s(net, win.K, false);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / tiles, q0 = (t % tiles) * kTile, len = std::min(kTile, HW - q0);
+      double* part = partials.data() + t * 2 * M;
+      s.index(win, q0, len);
+      for (int64_t k = 0; k < win.K; ++k) {
+        relation(net, win, u1 + n * Cr * HW, u2 + n * Cr * HW, q0, len, s.runs, k, s.a.data());
+        matmul(s.z.data(), net.w1, Cr, int64_t(1), s.a.data(), kTile,
+               static_cast<const T*>(nullptr), M, Cr, len);
+        for (int64_t i = 0; i < M; ++i) {
+          double sum = 0, sq = 0;
+          for (int64_t p = 0; p < len; ++p) {
+            const double zz = s.z[i * kTile + p];
+            sum += zz;
+            sq += zz * zz;
+          }
+          part[i] += sum;
+          part[M + i] += sq;
+        }
+      }
+    }
+  });
+  std::vector<double> total(2 * M, 0.0);
+  for (int64_t t = 0; t < win.g.n * tiles; ++t)
+    for (int64_t i = 0; i < 2 * M; ++i) total[i] += partials[t * 2 * M + i];
+  for (int64_t i = 0; i < 2 * M; ++i) out[i] = static_cast<T>(total[i]);
+}
+
+template <typename T>
+void stats_backward_kernel(const Window& win, const Net<T>& net, const T* grad, const T* u1,
+                           const T* u2, T* du1, T* du2, std::vector<T>& partials,
+                           const GradLayout& lay) {
+  const int64_t HW = win.HW, Cr = net.cr, M = net.m;
+  partials.assign(num_bands(win) * lay.size, T(0));
+  for_each_band(win, [&](int64_t n, int64_t qb, int64_t qe, int64_t task) {
+    Scratch<T> s(net, win.K, false);
+    T* part = partials.data() + task * lay.size;
+    const T *u1n = u1 + n * Cr * HW, *u2n = u2 + n * Cr * HW;
+    for (int64_t q0 = qb; q0 < qe; q0 += kTile) {
+      const int64_t len = std::min(kTile, qe - q0);
+      s.index(win, q0, len);
+      for (int64_t k = 0; k < win.K; ++k) {
+        relation(net, win, u1n, u2n, q0, len, s.runs, k, s.a.data());
+        T* dz = s.dz.data();
+        matmul(dz, net.w1, Cr, int64_t(1), s.a.data(), kTile, static_cast<const T*>(nullptr), M,
+               Cr, len);
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t p = 0; p < len; ++p)
+            dz[i * kTile + p] = grad[i] + T(2) * grad[M + i] * dz[i * kTile + p];
+        layer1_backward(net, win, u1n, u2n, q0, len, k, dz, s.a.data(), s,
+                        static_cast<T*>(nullptr), part + lay.w1, part + lay.s1, part + lay.t1,
+                        du1 + n * Cr * HW, du2 + n * Cr * HW);
+      }
+    }
+  });
+}
+
+}  // namespace LSA_SAN_FUSED_ISA

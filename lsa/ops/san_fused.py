@@ -1,0 +1,179 @@
+"""Fused SAN pairwise attention: relation, weight MLP, softmax and aggregation in one op.
+
+Layering: :func:`san_pairwise_attention` and :func:`san_pairwise_stats` validate, then
+call ``torch.ops.lsa.san_pairwise_forward`` / ``san_pairwise_stats`` (C++ CPU / CUDA
+kernels in ``csrc/san_fused/``). Both work tile by tile and never build a tensor with a
+tap axis; their autograd formulas recompute the forward of a tile instead of saving
+activations. Fake implementations let ``torch.compile`` trace them. References (the
+unfused composition): :mod:`lsa.ops.reference.san_fused`. The BatchNorm glue that turns
+SAN's ``gamma`` into these arguments is :mod:`lsa.ops.san_gamma`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import tensor_arg
+from ._ext import HAS_EXT, require_kernels
+from ._san_args import PAD_MODES, reflect_min_size
+
+__all__ = ['san_pairwise_attention', 'san_pairwise_stats']
+
+FUSED_DTYPES = (torch.float32, torch.float64)
+
+
+def _check_tensor(op: str, name: str, t: object, ndim: int) -> Tensor:
+    t = tensor_arg(op, name, t)
+    if t.dim() != ndim:
+        raise ValueError(f'{op}: {name} must be {ndim}-D, got shape {tuple(t.shape)}')
+    return t
+
+
+def _check_same(op: str, **tensors: Tensor) -> None:
+    """All tensors on one device and of one dtype (float32 or float64)."""
+    (n0, t0), *rest = tensors.items()
+    for n, t in rest:
+        if t.device != t0.device:
+            raise RuntimeError(f'{op}: all inputs must be on one device, got {n0} on {t0.device} '
+                               f'and {n} on {t.device}')
+        if t.dtype != t0.dtype:
+            raise TypeError(f'{op}: all inputs must have one dtype, got {n0} {t0.dtype} and '
+                            f'{n} {t.dtype}')
+    if t0.dtype not in FUSED_DTYPES:
+        raise TypeError(f'{op}: dtype must be float32 or float64, got {t0.dtype}')
+
+
+def _check(op: str, u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, weight1: Tensor,
+           kernel_size: int, dilation: int, pad_mode: str, **more: Tensor) -> None:
+    for name, t, nd in (('u1', u1, 4), ('u2', u2, 4), ('scale1', scale1, 1),
+                        ('shift1', shift1, 1), ('weight1', weight1, 2)):
+        _check_tensor(op, name, t, nd)
+    for name, t in more.items():
+        _check_tensor(op, name, t, 4 if name == 'value' else (2 if name == 'weight2' else 1))
+    _check_same(op, u1=u1, u2=u2, scale1=scale1, shift1=shift1, weight1=weight1, **more)
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f'{op}: pad_mode must be one of {sorted(PAD_MODES)}, got {pad_mode!r}')
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
+            or kernel_size % 2 == 0:
+        raise ValueError(f'{op}: kernel_size must be a positive odd int, got {kernel_size!r}')
+    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f'{op}: dilation must be an int >= 1, got {dilation!r}')
+    p, (H, W) = dilation * (kernel_size - 1) // 2, u1.shape[2:]
+    if pad_mode == 'reflect' and min(H, W) < reflect_min_size(p):
+        raise ValueError(f"{op}: pad_mode='reflect' needs padding < input size, got "
+                         f'padding={(p, p)} for an input of size {(H, W)}')
+    cr, m = u1.shape[1], weight1.shape[0]
+    if u2.shape != u1.shape:
+        raise ValueError(f'{op}: u2 must have the shape of u1 {tuple(u1.shape)}, '
+                         f'got {tuple(u2.shape)}')
+    expect = {'scale1': (cr,), 'shift1': (cr,), 'weight1': (m, cr), 'bias1': (m,)}
+    if 'weight2' in more:
+        cw = more['weight2'].shape[0]
+        expect.update(weight2=(cw, m), bias2=(cw,))
+        value = more['value']
+        if value.shape[0] != u1.shape[0] or value.shape[2:] != u1.shape[2:] \
+                or value.shape[1] % max(cw, 1):
+            raise ValueError(f'{op}: value must be (N, C, H, W) = ({u1.shape[0]}, C, '
+                             f'{u1.shape[2]}, {u1.shape[3]}) with C a multiple of '
+                             f'weight2.shape[0]={cw}, got {tuple(value.shape)}')
+    tensors = dict(scale1=scale1, shift1=shift1, weight1=weight1, **more)
+    for name, shape in expect.items():
+        if name in tensors and tuple(tensors[name].shape) != shape:
+            raise ValueError(f'{op}: {name} must have shape {shape}, '
+                             f'got {tuple(tensors[name].shape)}')
+
+
+def san_pairwise_attention(u1: Tensor, u2: Tensor, value: Tensor, scale1: Tensor,
+                           shift1: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor,
+                           bias2: Tensor, kernel_size: int, dilation: int = 1,
+                           pad_mode: str = 'reflect') -> Tensor:
+    """SAN pairwise attention (Eq. 2 with gamma folded), fused.
+
+    For pixel i and tap j of its ``kernel_size`` window (stride 1, padding
+    ``dilation * (kernel_size - 1) // 2``, borders reflected or zero):
+    ``a = relu(scale1 * (u1_i - u2_j) + shift1)``,
+    ``l = weight2 @ relu(weight1 @ a + bias1) + bias2``, ``p = softmax_j(l)`` and
+    ``y[c, i] = sum_j p[c % Cw, j] * value[c, j]``.
+
+    Args:
+        u1, u2: Centre / neighbour relation features (N, Cr, H, W) (SAN: phi(x) and
+            psi(x), each followed by the 2 position channels).
+        value: (N, C, H, W), ``C % Cw == 0``.
+        scale1, shift1: (Cr,) the affine of gamma's first BatchNorm.
+        weight1, bias1: (M, Cr), (M,) conv1 with the second BatchNorm folded in.
+        weight2, bias2: (Cw, M), (Cw,) conv2.
+        kernel_size: Odd window size k (K = k * k taps).
+        dilation: Window dilation.
+        pad_mode: ``'reflect'`` (SAN) or ``'zeros'``.
+
+    Returns:
+        (N, C, H, W).
+
+    Dtypes float32/float64; devices CPU and CUDA. Reference:
+    :func:`lsa.ops.reference.san_pairwise_ref`.
+    """
+    op = 'san_pairwise_attention'
+    _check(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode, value=value,
+           bias1=bias1, weight2=weight2, bias2=bias2)
+    require_kernels('san_pairwise', u1)
+    return torch.ops.lsa.san_pairwise_forward(u1, u2, value, scale1, shift1, weight1, bias1,
+                                              weight2, bias2, kernel_size, dilation,
+                                              PAD_MODES[pad_mode])
+
+
+def san_pairwise_stats(u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, weight1: Tensor,
+                       kernel_size: int, dilation: int = 1, pad_mode: str = 'reflect') -> Tensor:
+    """Sum and sum of squares over (N, K, H*W) of ``weight1 @ relu(scale1 * r + shift1)``
+    (the input of gamma's second BatchNorm), fused: (2, M). Arguments as in
+    :func:`san_pairwise_attention`. Reference: :func:`lsa.ops.reference.san_pairwise_stats_ref`.
+    """
+    op = 'san_pairwise_stats'
+    _check(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode)
+    require_kernels('san_pairwise', u1)
+    return torch.ops.lsa.san_pairwise_stats(u1, u2, scale1, shift1, weight1, kernel_size,
+                                            dilation, PAD_MODES[pad_mode])
+
+
+def _register() -> None:
+    """Fake (meta) implementations and the autograd formulas of the compiled ops."""
+
+    @torch.library.register_fake('lsa::san_pairwise_forward')
+    def _fake_forward(u1, u2, value, *args):
+        return torch.empty_like(value, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake('lsa::san_pairwise_backward')
+    def _fake_backward(grad_output, *inputs_and_args):
+        return [torch.empty_like(t, memory_format=torch.contiguous_format)
+                for t in inputs_and_args[:9]]
+
+    @torch.library.register_fake('lsa::san_pairwise_stats')
+    def _fake_stats(u1, u2, scale1, shift1, weight1, *args):
+        return u1.new_empty((2, weight1.shape[0]))
+
+    @torch.library.register_fake('lsa::san_pairwise_stats_backward')
+    def _fake_stats_backward(grad, *inputs_and_args):
+        return [torch.empty_like(t, memory_format=torch.contiguous_format)
+                for t in inputs_and_args[:5]]
+
+    def _setup(ctx, inputs, output, n):
+        ctx.save_for_backward(*inputs[:n])
+        ctx.args = inputs[n:]
+
+    def _backward(ctx, grad_output):
+        grads = torch.ops.lsa.san_pairwise_backward(grad_output, *ctx.saved_tensors, *ctx.args)
+        return (*grads, None, None, None)
+
+    def _stats_backward(ctx, grad):
+        grads = torch.ops.lsa.san_pairwise_stats_backward(grad, *ctx.saved_tensors, *ctx.args)
+        return (*grads, None, None, None)
+
+    torch.library.register_autograd(
+        'lsa::san_pairwise_forward', _backward,
+        setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, 9))
+    torch.library.register_autograd(
+        'lsa::san_pairwise_stats', _stats_backward,
+        setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, 5))
+
+
+if HAS_EXT and hasattr(torch.ops.lsa, 'san_pairwise_forward'):
+    _register()

@@ -1,0 +1,130 @@
+"""SAN's weight MLP ``gamma`` (BN-ReLU-conv1x1-BN-ReLU-conv1x1) as fused-op arguments.
+
+The fused ops take gamma with both BatchNorms reduced to per-channel affines. In eval
+mode the affines come from the running statistics (BN2 folded into conv1). In training
+mode they come from the batch statistics over (N, K, H*W), as ``nn.BatchNorm2d`` would
+compute them on the tap-expanded tensors, without building those tensors:
+
+- BN1 normalises the relation ``r = u1_i - u2_j``; its mean and variance follow in closed
+  form from (N, C, H, W)-sized sums (:func:`relation_moments`);
+- BN2 normalises conv1's output; its sums come from the fused statistics pass
+  (:func:`lsa.ops.san_fused.san_pairwise_stats`).
+
+Both are differentiable, so autograd sees the same function as the unfused module, and
+``running_mean``/``running_var``/``num_batches_tracked`` are updated as BatchNorm does.
+"""
+from __future__ import annotations
+
+from typing import Callable, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .san_fused import san_pairwise_attention, san_pairwise_stats
+
+__all__ = ['relation_moments', 'san_pairwise_gamma_attention']
+
+
+def _tap_counts(length: int, kernel_size: int, dilation: int, pad_mode: str,
+                device: torch.device) -> Tensor:
+    """How many (output, tap) pairs of one axis read each input index: (length,)."""
+    p = dilation * (kernel_size - 1) // 2
+    v = (torch.arange(length, device=device).view(1, -1)
+         + (torch.arange(kernel_size, device=device) * dilation - p).view(-1, 1)).flatten()
+    if pad_mode == 'reflect':
+        v = v.abs()
+        v = torch.where(v >= length, 2 * (length - 1) - v, v)
+    else:
+        v = v[(v >= 0) & (v < length)]
+    return torch.bincount(v, minlength=length)
+
+
+def relation_moments(u1: Tensor, u2: Tensor, kernel_size: int, dilation: int = 1,
+                     pad_mode: str = 'reflect') -> Tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance over (N, K, H*W) of ``r = u1_i - u2_j``
+    (j = tap of i; zero padding reads 0), from sums over (N, C, H, W): two (C,) tensors.
+
+    ``sum r = K sum u1 - sum cnt u2`` and
+    ``sum r^2 = K sum u1^2 - 2 sum u1 box(u2) + sum cnt u2^2``, where ``cnt`` counts the
+    taps reading a pixel and ``box`` sums a pixel's taps. With reflect padding both
+    inputs are first shifted by the mean of u1 (r does not change) against cancellation.
+    """
+    N, C, H, W = u1.shape
+    K, p = kernel_size * kernel_size, dilation * (kernel_size - 1) // 2
+    if pad_mode == 'reflect':
+        centre = u1.detach().mean((0, 2, 3), keepdim=True)
+        u1, u2 = u1 - centre, u2 - centre
+    cnt = (_tap_counts(H, kernel_size, dilation, pad_mode, u1.device).view(H, 1)
+           * _tap_counts(W, kernel_size, dilation, pad_mode, u1.device).view(1, W)).to(u1.dtype)
+    padded = F.pad(u2, (p, p, p, p), mode='reflect' if pad_mode == 'reflect' else 'constant')
+    box = F.conv2d(padded, u2.new_ones(C, 1, kernel_size, kernel_size), dilation=dilation,
+                   groups=C)
+    total = N * K * H * W
+    mean = (K * u1.sum((0, 2, 3)) - (u2 * cnt).sum((0, 2, 3))) / total
+    sq = (K * (u1 * u1).sum((0, 2, 3)) - 2 * (u1 * box).sum((0, 2, 3))
+          + (u2 * u2 * cnt).sum((0, 2, 3))) / total
+    return mean, (sq - mean * mean).clamp_min(0)
+
+
+def _bn_affine(bn: nn.BatchNorm2d, batch_moments: Callable[[], Tuple[Tensor, Tensor]],
+               count: int) -> Tuple[Tensor, Tensor]:
+    """``(scale, shift)`` with ``bn(t) == scale * t + shift`` for this call, using batch
+    statistics exactly when ``bn.forward`` would, and updating its running statistics."""
+    if bn.training or bn.running_mean is None:
+        mean, var = batch_moments()
+        if bn.training and bn.track_running_stats and bn.running_mean is not None:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                f = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
+                     else bn.momentum)
+                bn.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
+                unbiased = var.detach() * (count / max(count - 1, 1))
+                bn.running_var.mul_(1 - f).add_(unbiased, alpha=f)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def san_pairwise_gamma_attention(x1: Tensor, x2: Tensor, pos: Tensor, value: Tensor,
+                                 gamma: nn.Module, kernel_size: int, dilation: int = 1,
+                                 pad_mode: str = 'reflect') -> Tensor:
+    """SAN pairwise attention with gamma given as its modules (fused path of SANAttention).
+
+    Args:
+        x1, x2: phi(x) and psi(x), (N, R, H, W).
+        pos: The position encoding, (1, 2, H, W).
+        value: beta(x), (N, C, H, W).
+        gamma: Has ``norm1`` (BatchNorm2d, R + 2), ``conv1`` (1x1, R + 2 -> M),
+            ``norm2`` (BatchNorm2d, M), ``conv2`` (1x1, M -> Cw, C % Cw == 0).
+
+    Returns:
+        (N, C, H, W), equal to aggregating ``value`` with ``softmax_K(gamma(relation))``.
+    """
+    N, _, H, W = x1.shape
+    pos = pos.expand(N, -1, -1, -1)
+    u1, u2 = torch.cat([x1, pos], 1), torch.cat([x2, pos], 1)
+    count = N * kernel_size * kernel_size * H * W
+    scale1, shift1 = _bn_affine(
+        gamma.norm1, lambda: relation_moments(u1, u2, kernel_size, dilation, pad_mode), count)
+    weight1 = gamma.conv1.weight.flatten(1)
+    conv1_bias = gamma.conv1.bias
+
+    def hidden_moments() -> Tuple[Tensor, Tensor]:
+        sums = san_pairwise_stats(u1, u2, scale1, shift1, weight1, kernel_size, dilation,
+                                  pad_mode) / count
+        mean = sums[0] if conv1_bias is None else sums[0] + conv1_bias
+        return mean, (sums[1] - sums[0] * sums[0]).clamp_min(0)
+
+    scale2, shift2 = _bn_affine(gamma.norm2, hidden_moments, count)
+    bias1 = shift2 if conv1_bias is None else shift2 + scale2 * conv1_bias
+    conv2 = gamma.conv2
+    bias2 = conv2.bias if conv2.bias is not None else conv2.weight.new_zeros(conv2.out_channels)
+    return san_pairwise_attention(u1, u2, value, scale1, shift1, scale2[:, None] * weight1, bias1,
+                                  conv2.weight.flatten(1), bias2, kernel_size, dilation, pad_mode)
