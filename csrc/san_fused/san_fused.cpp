@@ -34,15 +34,15 @@ SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor&
               ": kernel_size must be a positive odd int, got ", kernel_size);
   TORCH_CHECK(dilation >= 1, fn, ": dilation must be >= 1, got ", dilation);
   const int64_t k = kernel_size, p = dilation * (kernel_size - 1) / 2;
-  const SanGeometry g = san_geometry(fn, u1, {k, k}, {1, 1}, {p, p}, {dilation, dilation},
-                                     pad_mode);
+  const SanGeometry g =
+      san_geometry(fn, u1, {k, k}, {1, 1}, {p, p}, {dilation, dilation}, pad_mode);
   TORCH_CHECK(g.h * g.w < (int64_t(1) << 31), fn, ": H*W must be < 2^31, got ", g.h, "*", g.w);
   TORCH_CHECK(u1.scalar_type() == at::kFloat || u1.scalar_type() == at::kDouble, fn,
               ": dtype must be float32 or float64, got ", u1.scalar_type());
   check_float_tensor(fn, "u2", u2, 4);
   check_same_device_dtype(fn, "u1", u1, "u2", u2);
-  TORCH_CHECK(u2.sizes() == u1.sizes(), fn, ": u2 must have the shape of u1 ", u1.sizes(),
-              ", got ", u2.sizes());
+  TORCH_CHECK(u2.sizes() == u1.sizes(), fn, ": u2 must have the shape of u1 ", u1.sizes(), ", got ",
+              u2.sizes());
   Dims d{g.c, weight1.dim() == 2 ? weight1.size(0) : 0, 0, 0};
   check_vector(fn, "scale1", scale1, u1, d.cr);
   check_vector(fn, "shift1", shift1, u1, d.cr);
@@ -69,8 +69,8 @@ SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor&
     check_float_tensor(fn, "grad_output", *grad_output, 4);
     check_same_device_dtype(fn, "u1", u1, "grad_output", *grad_output);
     TORCH_CHECK(grad_output->sizes() == at::IntArrayRef({g.n, d.c, g.h, g.w}), fn,
-                ": grad_output must have shape (", g.n, ", ", d.c, ", ", g.h, ", ", g.w,
-                "), got ", grad_output->sizes());
+                ": grad_output must have shape (", g.n, ", ", d.c, ", ", g.h, ", ", g.w, "), got ",
+                grad_output->sizes());
   }
   *dims = d;
   return g;

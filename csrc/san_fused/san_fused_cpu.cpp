@@ -67,9 +67,15 @@ struct Window {
 template <typename T>
 Net<T> make_net(const at::Tensor& s1, const at::Tensor& t1, const at::Tensor& w1,
                 const at::Tensor* b1, const at::Tensor* w2, const at::Tensor* b2, int64_t cw) {
-  return {s1.const_data_ptr<T>(), t1.const_data_ptr<T>(), w1.const_data_ptr<T>(),
-          b1 ? b1->const_data_ptr<T>() : nullptr, w2 ? w2->const_data_ptr<T>() : nullptr,
-          b2 ? b2->const_data_ptr<T>() : nullptr, s1.size(0), w1.size(0), cw};
+  return {s1.const_data_ptr<T>(),
+          t1.const_data_ptr<T>(),
+          w1.const_data_ptr<T>(),
+          b1 ? b1->const_data_ptr<T>() : nullptr,
+          w2 ? w2->const_data_ptr<T>() : nullptr,
+          b2 ? b2->const_data_ptr<T>() : nullptr,
+          s1.size(0),
+          w1.size(0),
+          cw};
 }
 
 int64_t num_tiles(const Window& win) { return (win.HW + kTile - 1) / kTile; }
@@ -83,7 +89,12 @@ int64_t num_bands(const Window& win) {
 struct GradLayout {
   int64_t s1, t1, w1, b1, w2, b2, size;
   GradLayout(int64_t cr, int64_t m, int64_t cw)
-      : s1(0), t1(cr), w1(2 * cr), b1(2 * cr + m * cr), w2(b1 + m), b2(w2 + cw * m),
+      : s1(0),
+        t1(cr),
+        w1(2 * cr),
+        b1(2 * cr + m * cr),
+        w2(b1 + m),
+        b2(w2 + cw * m),
         size(b2 + cw) {}
 };
 
@@ -128,8 +139,7 @@ bool use_avx2() {
 }
 
 #ifdef LSA_SAN_FUSED_AVX2
-#define LSA_SAN_FUSED_CALL(fn, ...) \
-  (use_avx2() ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
+#define LSA_SAN_FUSED_CALL(fn, ...) (use_avx2() ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
 #else
 #define LSA_SAN_FUSED_CALL(fn, ...) generic::fn(__VA_ARGS__)
 #endif
@@ -153,8 +163,8 @@ at::Tensor forward_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Ten
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_forward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, &b1, &w2, &b2, d.cw);
     LSA_SAN_FUSED_CALL(forward_kernel<scalar_t>, win, net, d.c, x1.const_data_ptr<scalar_t>(),
-                             x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
-                             y.mutable_data_ptr<scalar_t>());
+                       x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
+                       y.mutable_data_ptr<scalar_t>());
   });
   return y;
 }
@@ -182,13 +192,17 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, &b1, &w2, &b2, d.cw);
     std::vector<scalar_t> partials;
     LSA_SAN_FUSED_CALL(backward_kernel<scalar_t>, win, net, d.c, gy.const_data_ptr<scalar_t>(),
-                              x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
-                              v.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
-                              du2.mutable_data_ptr<scalar_t>(), dv.mutable_data_ptr<scalar_t>(),
-                              partials, lay);
+                       x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
+                       v.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
+                       du2.mutable_data_ptr<scalar_t>(), dv.mutable_data_ptr<scalar_t>(), partials,
+                       lay);
     reduce_partials<scalar_t>(partials, lay,
-                              {{&ds1, lay.s1}, {&dt1, lay.t1}, {&dw1, lay.w1}, {&db1, lay.b1},
-                               {&dw2, lay.w2}, {&db2, lay.b2}});
+                              {{&ds1, lay.s1},
+                               {&dt1, lay.t1},
+                               {&dw1, lay.w1},
+                               {&db1, lay.b1},
+                               {&dw2, lay.w2},
+                               {&db2, lay.b2}});
   });
   return {du1, du2, dv, ds1, dt1, dw1, db1, dw2, db2};
 }
@@ -198,8 +212,8 @@ at::Tensor stats_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Tenso
                      int64_t dilation, int64_t pad_mode) {
   Dims d{};
   const SanGeometry g =
-      check_inputs("san_pairwise_stats", u1, u2, scale1, shift1, weight1, nullptr, nullptr,
-                   nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
+      check_inputs("san_pairwise_stats", u1, u2, scale1, shift1, weight1, nullptr, nullptr, nullptr,
+                   nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   const Window win(g);
   const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous();
   const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous(), w1 = weight1.contiguous();
@@ -207,7 +221,7 @@ at::Tensor stats_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Tenso
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, nullptr, nullptr, nullptr, 0);
     LSA_SAN_FUSED_CALL(stats_kernel<scalar_t>, win, net, x1.const_data_ptr<scalar_t>(),
-                           x2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
+                       x2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
   });
   return out;
 }
@@ -219,8 +233,8 @@ std::vector<at::Tensor> stats_backward_cpu(const at::Tensor& grad, const at::Ten
                                            int64_t pad_mode) {
   Dims d{};
   const SanGeometry g =
-      check_inputs("san_pairwise_stats_backward", u1, u2, scale1, shift1, weight1, nullptr,
-                   nullptr, nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
+      check_inputs("san_pairwise_stats_backward", u1, u2, scale1, shift1, weight1, nullptr, nullptr,
+                   nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   check_float_tensor("san_pairwise_stats_backward", "grad", grad, 2);
   TORCH_CHECK(grad.size(0) == 2 && grad.size(1) == d.m,
               "san_pairwise_stats_backward: grad must have shape (2, ", d.m, "), got ",
@@ -236,9 +250,9 @@ std::vector<at::Tensor> stats_backward_cpu(const at::Tensor& grad, const at::Ten
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, nullptr, nullptr, nullptr, 0);
     std::vector<scalar_t> partials;
     LSA_SAN_FUSED_CALL(stats_backward_kernel<scalar_t>, win, net, gr.const_data_ptr<scalar_t>(),
-                                    x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
-                                    du1.mutable_data_ptr<scalar_t>(),
-                                    du2.mutable_data_ptr<scalar_t>(), partials, lay);
+                       x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
+                       du1.mutable_data_ptr<scalar_t>(), du2.mutable_data_ptr<scalar_t>(), partials,
+                       lay);
     reduce_partials<scalar_t>(partials, lay, {{&ds1, lay.s1}, {&dt1, lay.t1}, {&dw1, lay.w1}});
   });
   return {du1, du2, ds1, dt1, dw1};

@@ -114,9 +114,9 @@ __global__ void forward_kernel(const Args<T> a, T* __restrict__ y) {
 
 // Gradients of the first layer for one (n, q, tap), given dz (after the ReLU mask).
 template <typename T>
-__device__ void layer1_backward(const Args<T>& a, int64_t n, int64_t q, int64_t src,
-                                const T* rel, const T* act, const T* dz, T* db1, T* dw1,
-                                T* ds1, T* dt1, T* du1, T* du2) {
+__device__ void layer1_backward(const Args<T>& a, int64_t n, int64_t q, int64_t src, const T* rel,
+                                const T* act, const T* dz, T* db1, T* dw1, T* ds1, T* dt1, T* du1,
+                                T* du2) {
   const int64_t HW = a.h * a.w;
   for (int64_t m = 0; m < a.m; ++m) {
     if (dz[m] == T(0)) continue;
@@ -224,9 +224,26 @@ Args<T> make_args(const SanGeometry& g, const Dims& d, const at::Tensor& u1, con
                   const at::Tensor& w1, const at::Tensor* b1, const at::Tensor* w2,
                   const at::Tensor* b2) {
   auto ptr = [](const at::Tensor* t) { return t ? t->const_data_ptr<T>() : nullptr; };
-  return {u1.const_data_ptr<T>(), u2.const_data_ptr<T>(), ptr(v), s1.const_data_ptr<T>(),
-          t1.const_data_ptr<T>(), w1.const_data_ptr<T>(), ptr(b1), ptr(w2), ptr(b2), g.n, d.cr,
-          d.m, d.cw, d.c, g.h, g.w, g.kh, g.dh, g.ph, g.mode};
+  return {u1.const_data_ptr<T>(),
+          u2.const_data_ptr<T>(),
+          ptr(v),
+          s1.const_data_ptr<T>(),
+          t1.const_data_ptr<T>(),
+          w1.const_data_ptr<T>(),
+          ptr(b1),
+          ptr(w2),
+          ptr(b2),
+          g.n,
+          d.cr,
+          d.m,
+          d.cw,
+          d.c,
+          g.h,
+          g.w,
+          g.kh,
+          g.dh,
+          g.ph,
+          g.mode};
 }
 
 void check_channels(const char* fn, const Dims& d) {
@@ -241,8 +258,8 @@ at::Tensor forward_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Te
                         int64_t dilation, int64_t pad_mode) {
   const char* fn = "san_pairwise_forward";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, &bias1, &weight2,
-                                     &bias2, &value, nullptr, kernel_size, dilation, pad_mode, &d);
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, &bias1, &weight2, &bias2,
+                                     &value, nullptr, kernel_size, dilation, pad_mode, &d);
   check_channels(fn, d);
   const c10::cuda::CUDAGuard guard(u1.device());
   const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous(), v = value.contiguous();
@@ -254,8 +271,8 @@ at::Tensor forward_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Te
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_forward_cuda", [&] {
     const auto a = make_args<scalar_t>(g, d, x1, x2, &v, s1, t1, w1, &b1, &w2, &b2);
-    forward_kernel<scalar_t><<<cuda::num_blocks(total), cuda::kThreads, 0, stream>>>(
-        a, y.mutable_data_ptr<scalar_t>());
+    forward_kernel<scalar_t>
+        <<<cuda::num_blocks(total), cuda::kThreads, 0, stream>>>(a, y.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;
@@ -269,9 +286,8 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_output, const at::T
                                       int64_t kernel_size, int64_t dilation, int64_t pad_mode) {
   const char* fn = "san_pairwise_backward";
   Dims d{};
-  const SanGeometry g =
-      check_inputs(fn, u1, u2, scale1, shift1, weight1, &bias1, &weight2, &bias2, &value,
-                   &grad_output, kernel_size, dilation, pad_mode, &d);
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, &bias1, &weight2, &bias2,
+                                     &value, &grad_output, kernel_size, dilation, pad_mode, &d);
   check_channels(fn, d);
   const c10::cuda::CUDAGuard guard(u1.device());
   const at::Tensor gy = grad_output.contiguous(), x1 = u1.contiguous(), x2 = u2.contiguous();
@@ -287,7 +303,7 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_output, const at::T
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_backward_cuda", [&] {
     const auto a = make_args<scalar_t>(g, d, x1, x2, &v, s1, t1, w1, &b1, &w2, &b2);
     Grads<scalar_t> gr{};
-    scalar_t** slots[] = {&gr.du1, &gr.du2, &gr.dv, &gr.ds1, &gr.dt1,
+    scalar_t** slots[] = {&gr.du1, &gr.du2, &gr.dv,  &gr.ds1, &gr.dt1,
                           &gr.dw1, &gr.db1, &gr.dw2, &gr.db2};
     for (size_t i = 0; i < out.size(); ++i) *slots[i] = out[i].mutable_data_ptr<scalar_t>();
     backward_kernel<scalar_t><<<cuda::num_blocks(total), cuda::kThreads, 0, stream>>>(
@@ -302,9 +318,8 @@ at::Tensor stats_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Tens
                       int64_t dilation, int64_t pad_mode) {
   const char* fn = "san_pairwise_stats";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr,
-                                     nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode,
-                                     &d);
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   check_channels(fn, d);
   const c10::cuda::CUDAGuard guard(u1.device());
   const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous();
@@ -314,8 +329,8 @@ at::Tensor stats_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Tens
   const auto stream = c10::cuda::getCurrentCUDAStream();
   if (total > 0) {
     AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_cuda", [&] {
-      const auto a = make_args<scalar_t>(g, d, x1, x2, nullptr, s1, t1, w1, nullptr, nullptr,
-                                         nullptr);
+      const auto a =
+          make_args<scalar_t>(g, d, x1, x2, nullptr, s1, t1, w1, nullptr, nullptr, nullptr);
       stats_kernel<scalar_t><<<cuda::num_blocks(total), cuda::kThreads, 0, stream>>>(
           a, sums.mutable_data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -331,9 +346,8 @@ std::vector<at::Tensor> stats_backward_cuda(const at::Tensor& grad, const at::Te
                                             int64_t pad_mode) {
   const char* fn = "san_pairwise_stats_backward";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr,
-                                     nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode,
-                                     &d);
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   check_channels(fn, d);
   check_float_tensor(fn, "grad", grad, 2);
   TORCH_CHECK(grad.size(0) == 2 && grad.size(1) == d.m, fn, ": grad must have shape (2, ", d.m,
@@ -348,8 +362,8 @@ std::vector<at::Tensor> stats_backward_cuda(const at::Tensor& grad, const at::Te
   if (total == 0) return out;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_backward_cuda", [&] {
-    const auto a = make_args<scalar_t>(g, d, x1, x2, nullptr, s1, t1, w1, nullptr, nullptr,
-                                       nullptr);
+    const auto a =
+        make_args<scalar_t>(g, d, x1, x2, nullptr, s1, t1, w1, nullptr, nullptr, nullptr);
     Grads<scalar_t> gs{};
     gs.du1 = out[0].mutable_data_ptr<scalar_t>();
     gs.du2 = out[1].mutable_data_ptr<scalar_t>();

@@ -49,8 +49,8 @@ struct TapRuns {
 // rows of `out` are kTile apart. Four output rows per pass share each input load.
 template <typename T>
 void matmul(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int64_t sc,
-            const T* LSA_RESTRICT in, int64_t in_stride, const T* bias, int64_t rows,
-            int64_t cols, int64_t len) {
+            const T* LSA_RESTRICT in, int64_t in_stride, const T* bias, int64_t rows, int64_t cols,
+            int64_t len) {
   int64_t i = 0;
   for (; i + 4 <= rows; i += 4) {
     T* LSA_RESTRICT o0 = out + i * kTile;
@@ -109,8 +109,8 @@ void relu_rows(T* x, int64_t rows, int64_t len) {
 
 // r[p] = x1[p] - x2[source of tap k of p] (0 for zero padding) over a tile.
 template <typename T>
-void relation_row(const T* LSA_RESTRICT x1, const T* x2, int64_t len, const TapRuns& tr,
-                  int64_t k, T* LSA_RESTRICT r) {
+void relation_row(const T* LSA_RESTRICT x1, const T* x2, int64_t len, const TapRuns& tr, int64_t k,
+                  T* LSA_RESTRICT r) {
   for (int64_t p = 0; p < len; ++p) r[p] = x1[p];
   tr.each(k, [&](int32_t p0, int32_t p1, int32_t off) {
     const T* LSA_RESTRICT xs = x2 + off;
@@ -159,9 +159,14 @@ struct Scratch {
   TapRuns runs;
   std::vector<T> r, a, z, logits, grad_logits, dz, da;
   Scratch(const Net<T>& net, int64_t K, bool backward)
-      : idx(K * kTile), r(net.cr * kTile), a((backward ? K : 1) * net.cr * kTile),
-        z((backward ? K : 1) * net.m * kTile), logits(net.cw * K * kTile),
-        grad_logits(backward ? net.cw * K * kTile : 0), dz(net.m * kTile), da(net.cr * kTile) {}
+      : idx(K * kTile),
+        r(net.cr * kTile),
+        a((backward ? K : 1) * net.cr * kTile),
+        z((backward ? K : 1) * net.m * kTile),
+        logits(net.cw * K * kTile),
+        grad_logits(backward ? net.cw * K * kTile : 0),
+        dz(net.m * kTile),
+        da(net.cr * kTile) {}
   void index(const Window& win, int64_t q0, int64_t len) {
     win.tap_indices(q0, len, idx.data());
     runs.build(idx.data(), win.K, len);
@@ -197,8 +202,7 @@ void tile_weights(const Net<T>& net, const Window& win, const T* u1n, const T* u
   for (int64_t k = 0; k < win.K; ++k) {
     T* a = s.a.data() + (keep ? k * net.cr * kTile : 0);
     T* z = s.z.data() + (keep ? k * net.m * kTile : 0);
-    mlp_tap(net, win, u1n, u2n, q0, len, s.runs, k, a, z,
-            s.logits.data() + k * kTile);
+    mlp_tap(net, win, u1n, u2n, q0, len, s.runs, k, a, z, s.logits.data() + k * kTile);
   }
   softmax_taps(s.logits.data(), net.cw, win.K, len);
 }
@@ -208,16 +212,16 @@ void tile_weights(const Net<T>& net, const Window& win, const T* u1n, const T* u
 // Accumulates db1 (if non-null), dw1, ds1, dt1; adds to du1 at the tile pixels and
 // subtracts from du2 at the source pixels.
 template <typename T>
-void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n,
-                     int64_t q0, int64_t len, int64_t k, const T* dz, const T* a,
-                     Scratch<T>& s, T* db1, T* dw1, T* ds1, T* dt1, T* du1n, T* du2n) {
+void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
+                     int64_t len, int64_t k, const T* dz, const T* a, Scratch<T>& s, T* db1, T* dw1,
+                     T* ds1, T* dt1, T* du1n, T* du2n) {
   if (db1)
     for (int64_t mm = 0; mm < net.m; ++mm)
       for (int64_t p = 0; p < len; ++p) db1[mm] += dz[mm * kTile + p];
   outer_accum(dw1, dz, kTile, a, net.m, net.cr, len);
   T* da = s.da.data();
-  matmul(da, net.w1, int64_t(1), net.cr, dz, kTile, static_cast<const T*>(nullptr), net.cr,
-         net.m, len);
+  matmul(da, net.w1, int64_t(1), net.cr, dz, kTile, static_cast<const T*>(nullptr), net.cr, net.m,
+         len);
   T* r = s.r.data();
   for (int64_t c = 0; c < net.cr; ++c) {
     relation_row(u1n + c * win.HW + q0, u2n + c * win.HW, len, s.runs, k, r);
@@ -349,8 +353,8 @@ void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* g
         for (int64_t i = 0; i < M; ++i)
           for (int64_t p = 0; p < len; ++p)
             if (!(z[i * kTile + p] > T(0))) dz[i * kTile + p] = T(0);
-        layer1_backward(net, win, u1n, u2n, q0, len, k, dz, a, s,
-                        part + lay.b1, part + lay.w1, part + lay.s1, part + lay.t1, du1n, du2n);
+        layer1_backward(net, win, u1n, u2n, q0, len, k, dz, a, s, part + lay.b1, part + lay.w1,
+                        part + lay.s1, part + lay.t1, du1n, du2n);
       }
     }
   });
@@ -405,14 +409,14 @@ void stats_backward_kernel(const Window& win, const Net<T>& net, const T* grad, 
       for (int64_t k = 0; k < win.K; ++k) {
         relation(net, win, u1n, u2n, q0, len, s.runs, k, s.a.data());
         T* dz = s.dz.data();
-        matmul(dz, net.w1, Cr, int64_t(1), s.a.data(), kTile, static_cast<const T*>(nullptr), M,
-               Cr, len);
+        matmul(dz, net.w1, Cr, int64_t(1), s.a.data(), kTile, static_cast<const T*>(nullptr), M, Cr,
+               len);
         for (int64_t i = 0; i < M; ++i)
           for (int64_t p = 0; p < len; ++p)
             dz[i * kTile + p] = grad[i] + T(2) * grad[M + i] * dz[i * kTile + p];
-        layer1_backward(net, win, u1n, u2n, q0, len, k, dz, s.a.data(), s,
-                        static_cast<T*>(nullptr), part + lay.w1, part + lay.s1, part + lay.t1,
-                        du1 + n * Cr * HW, du2 + n * Cr * HW);
+        layer1_backward(net, win, u1n, u2n, q0, len, k, dz, s.a.data(), s, static_cast<T*>(nullptr),
+                        part + lay.w1, part + lay.s1, part + lay.t1, du1 + n * Cr * HW,
+                        du2 + n * Cr * HW);
       }
     }
   });
