@@ -91,12 +91,18 @@ __device__ void softmax_stats(const Args<T>& a, int64_t n, int64_t q, int64_t j,
   *sum = s;
 }
 
+// Grid-stride loop over `n` items with the kernel's `index_t` (the fused kernels' own; the
+// templated ops use lsa/launch.h's functor launcher instead).
+#define LSA_FUSED_GRID_LOOP(i, n)                                                        \
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += static_cast<index_t>(blockDim.x) * gridDim.x)
+
 template <typename T>
 __global__ void forward_kernel(const Args<T> a, T* __restrict__ y) {
   using index_t = int64_t;
   const int64_t HW = a.h * a.w, total = a.n * HW * a.cw;
   T rel[kMaxCh], act[kMaxCh];
-  LSA_CUDA_KERNEL_LOOP(i, total) {
+  LSA_FUSED_GRID_LOOP(i, total) {
     const int64_t j = i % a.cw, q = (i / a.cw) % HW, n = i / (a.cw * HW);
     T mx, sum;
     softmax_stats(a, n, q, j, rel, act, &mx, &sum);
@@ -146,7 +152,7 @@ __global__ void backward_kernel(const Args<T> a, const T* __restrict__ gy, const
   using index_t = int64_t;
   const int64_t HW = a.h * a.w, total = a.n * HW * a.cw;
   T rel[kMaxCh], act[kMaxCh], zs[kMaxCh], dz[kMaxCh];
-  LSA_CUDA_KERNEL_LOOP(i, total) {
+  LSA_FUSED_GRID_LOOP(i, total) {
     const int64_t j = i % a.cw, q = (i / a.cw) % HW, n = i / (a.cw * HW);
     T mx, sum;
     softmax_stats(a, n, q, j, rel, act, &mx, &sum);
@@ -191,7 +197,7 @@ __global__ void stats_kernel(const Args<T> a, double* __restrict__ out) {
   using index_t = int64_t;
   const int64_t HW = a.h * a.w, K = a.k * a.k, total = a.n * HW * K;
   T rel[kMaxCh], act[kMaxCh];
-  LSA_CUDA_KERNEL_LOOP(i, total) {
+  LSA_FUSED_GRID_LOOP(i, total) {
     const int64_t kk = i % K, q = (i / K) % HW, n = i / (K * HW);
     relation(a, n, q, source(a, q, kk), rel, act);
     for (int64_t m = 0; m < a.m; ++m) {
@@ -208,7 +214,7 @@ __global__ void stats_backward_kernel(const Args<T> a, const T* __restrict__ gra
   using index_t = int64_t;
   const int64_t HW = a.h * a.w, K = a.k * a.k, total = a.n * HW * K;
   T rel[kMaxCh], act[kMaxCh], dz[kMaxCh];
-  LSA_CUDA_KERNEL_LOOP(i, total) {
+  LSA_FUSED_GRID_LOOP(i, total) {
     const int64_t kk = i % K, q = (i / K) % HW, n = i / (K * HW);
     const int64_t src = source(a, q, kk);
     relation(a, n, q, src, rel, act);
@@ -272,7 +278,7 @@ at::Tensor forward_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Te
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_forward_cuda", [&] {
     const auto a = make_args<scalar_t>(g, d, x1, x2, &v, s1, t1, w1, &b1, &w2, &b2);
     forward_kernel<scalar_t>
-        <<<cuda::num_blocks(total), cuda::kThreads, 0, stream>>>(a, y.mutable_data_ptr<scalar_t>());
+        <<<num_blocks(total), kThreads, 0, stream>>>(a, y.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;
@@ -306,8 +312,8 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_output, const at::T
     scalar_t** slots[] = {&gr.du1, &gr.du2, &gr.dv,  &gr.ds1, &gr.dt1,
                           &gr.dw1, &gr.db1, &gr.dw2, &gr.db2};
     for (size_t i = 0; i < out.size(); ++i) *slots[i] = out[i].mutable_data_ptr<scalar_t>();
-    backward_kernel<scalar_t><<<cuda::num_blocks(total), cuda::kThreads, 0, stream>>>(
-        a, gy.const_data_ptr<scalar_t>(), gr);
+    backward_kernel<scalar_t>
+        <<<num_blocks(total), kThreads, 0, stream>>>(a, gy.const_data_ptr<scalar_t>(), gr);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
@@ -331,8 +337,8 @@ at::Tensor stats_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Tens
     AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_cuda", [&] {
       const auto a =
           make_args<scalar_t>(g, d, x1, x2, nullptr, s1, t1, w1, nullptr, nullptr, nullptr);
-      stats_kernel<scalar_t><<<cuda::num_blocks(total), cuda::kThreads, 0, stream>>>(
-          a, sums.mutable_data_ptr<double>());
+      stats_kernel<scalar_t>
+          <<<num_blocks(total), kThreads, 0, stream>>>(a, sums.mutable_data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
@@ -370,8 +376,8 @@ std::vector<at::Tensor> stats_backward_cuda(const at::Tensor& grad, const at::Te
     gs.ds1 = out[2].mutable_data_ptr<scalar_t>();
     gs.dt1 = out[3].mutable_data_ptr<scalar_t>();
     gs.dw1 = out[4].mutable_data_ptr<scalar_t>();
-    stats_backward_kernel<scalar_t><<<cuda::num_blocks(total), cuda::kThreads, 0, stream>>>(
-        a, gr.const_data_ptr<scalar_t>(), gs);
+    stats_backward_kernel<scalar_t>
+        <<<num_blocks(total), kThreads, 0, stream>>>(a, gr.const_data_ptr<scalar_t>(), gs);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;

@@ -70,6 +70,7 @@ class AttentionRecorder:
                              f'({", ".join(t.__name__ for t in ATTENTION_TYPES)})')
         self.records: dict[str, AttentionRecord] = {}
         self._handles: list = []
+        self._restore: list = []  # undo the per-layer changes that make the weights visible
         for name, module in found.items():
             self.records[name] = self._attach(module)
 
@@ -92,6 +93,10 @@ class AttentionRecorder:
 
             self._hook(layer, san_pre, pre=True)
             self._hook(layer.gamma, san_gamma)
+            # the fused op computes the same weights without materialising them: record
+            # through the unfused composition while attached
+            fused, layer.fused = layer.fused, False
+            self._restore.append(lambda: setattr(layer, 'fused', fused))
             return rec
         if isinstance(layer, (ELSAAttention, ShiftWindowAttention)):
             rec = AttentionRecord('elsa' if isinstance(layer, ELSAAttention) else 'window', layer)
@@ -118,9 +123,12 @@ class AttentionRecorder:
         def lesa_pre(mod, args):
             rec.hw = tuple(args[0].shape[-2:])
 
-        def lesa_logits(mod, args, out):
-            logits = out.unflatten(1, (-1, layer.groups)).sum(1)
+        normed_sum = layer._normed_sum
+
+        def lesa_logits(terms):  # the BatchNormed, group-summed logits the layer softmaxes
+            logits = normed_sum(terms)
             rec.weights = logits.softmax(dim=-1).detach()
+            return logits
 
         def lesa_terms(mod, args):
             # clone: ``fuse`` starts with an in-place ReLU
@@ -130,16 +138,20 @@ class AttentionRecorder:
             rec.extra['gate'] = torch.sigmoid(out).detach()
 
         self._hook(layer, lesa_pre, pre=True)
-        self._hook(layer.logit_norm, lesa_logits)
+        layer._normed_sum = lesa_logits
+        self._restore.append(lambda: delattr(layer, '_normed_sum'))
         self._hook(layer.fuse, lesa_terms, pre=True)
         self._hook(layer.gate, lesa_gate)
         return rec
 
     def remove(self) -> None:
-        """Remove every hook (the records stay)."""
+        """Remove every hook and undo the layer changes (the records stay)."""
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        for undo in self._restore:
+            undo()
+        self._restore.clear()
 
     def __enter__(self) -> AttentionRecorder:
         return self

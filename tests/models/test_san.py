@@ -465,26 +465,25 @@ def test_fused_attention_close_to_unfused_fp32(training):
 
 
 def test_fused_is_default_in_eval_and_skips_the_gamma_modules():
-    m = SANAttention(32, 16, kernel_size=3)
+    m = SANAttention(32, 16, kernel_size=3).eval()
     assert m.fused == 'eval' and "fused='eval'" in repr(m)
+    unfused = copy.deepcopy(m)
+    unfused.fused = False
     calls = []
     m.gamma.conv1.register_forward_hook(lambda *a: calls.append(1))
     x = torch.randn(1, 32, 5, 6)
-    m.eval()
     y = m(x)
-    assert not calls  # no tap-expanded gamma pass
+    assert not calls  # eval: the fused path, no tap-expanded gamma pass
+    torch.testing.assert_close(unfused(x), y, rtol=1e-5, atol=1e-5)
+    assert list(unfused.state_dict()) == list(m.state_dict())
     m.train()
-    with torch.no_grad():  # no gradients: inference, fused too
+    with torch.no_grad():  # training mode without gradients is inference: fused too
         m(x)
     assert not calls
-    m.train()(x)  # a training step takes the unfused path by default (faster today)
+    m(x)  # a training step takes the unfused path by default (faster today)
     assert len(calls) == 1
-    m.eval().fused = False
-    torch.testing.assert_close(m(x), y, rtol=1e-5, atol=1e-5)
-    assert len(calls) == 2
     with pytest.raises(ValueError, match="fused must be True, False or 'eval'"):
         SANAttention(32, 16, fused='always')
-    assert list(SANAttention(32, 16, fused=False).state_dict()) == list(m.state_dict())
 
 
 def test_fused_backbone_equals_unfused_training():
