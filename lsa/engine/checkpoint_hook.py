@@ -11,6 +11,23 @@ from mmengine.hooks import CheckpointHook
 from lsa.registry import HOOKS
 
 
+class _DeferredRemoval:
+    """A file backend whose ``remove``/``rmtree`` are recorded, to be run later."""
+
+    def __init__(self, backend) -> None:
+        self._backend = backend
+        self.pending: list[str] = []
+
+    def remove(self, path: str) -> None:
+        self.pending.append(path)
+
+    def rmtree(self, path: str) -> None:
+        self.pending.append(path)
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+
 def _fsync_replace(tmp: str, dst: str) -> None:
     with open(tmp, 'rb') as f:
         os.fsync(f.fileno())
@@ -36,6 +53,9 @@ class AtomicCheckpointHook(CheckpointHook):
        (local work dirs; other backends are written directly);
     2. ``last_checkpoint`` is replaced the same way;
     3. only then are the checkpoints beyond ``max_keep_ckpts`` removed.
+
+    ``save_best`` checkpoints follow the same order: the new best is written through a
+    temporary file and renamed, and the previous best is removed after that.
 
     Same arguments as ``CheckpointHook``; ``tools/train.py`` uses it in place of
     mmengine's for every config (``default_hooks.checkpoint``).
@@ -64,8 +84,36 @@ class AtomicCheckpointHook(CheckpointHook):
             _fsync_replace(self.last_ckpt + '.tmp', self.last_ckpt)
         write_text_atomic(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
         for old in stale:
-            path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old))
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
-            elif self.file_backend.isdir(path):
-                self.file_backend.rmtree(path)
+            self._remove(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old)))
+
+    def _remove(self, path: str) -> None:
+        if self.file_backend.isfile(path):
+            self.file_backend.remove(path)
+        elif self.file_backend.isdir(path):
+            self.file_backend.rmtree(path)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        # mmengine removes the previous best, then writes the new one in place. Run its
+        # logic with removals deferred and ``best_*`` files written to a temporary name
+        # and renamed, then remove what it meant to remove.
+        backend, deferred = self.file_backend, _DeferredRemoval(self.file_backend)
+        save = runner.save_checkpoint
+        local = isinstance(backend, LocalBackend)
+
+        def save_best_atomic(out_dir, filename, *args, **kwargs):
+            if not (local and osp.basename(filename).startswith('best_')):
+                return save(out_dir, filename, *args, **kwargs)
+            save(out_dir, filename + '.tmp', *args, **kwargs)
+            if is_main_process():
+                path = backend.join_path(out_dir, filename)
+                _fsync_replace(path + '.tmp', path)
+
+        self.file_backend, runner.save_checkpoint = deferred, save_best_atomic
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            self.file_backend = backend
+            del runner.save_checkpoint  # the instance attribute; the method shows again
+        if is_main_process():
+            for path in deferred.pending:
+                self._remove(path)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lsa.converters.common import CheckpointMismatchError
-from lsa.converters.elsa import convert_elsa, infer_arch
+from lsa.converters.elsa import convert_elsa_checkpoint, infer_elsa_arch
 from lsa.models.backbones.elsa_swin import ELSASwin
 from lsa.models.layers.window_attention import ShiftWindowAttention
 
@@ -74,7 +74,7 @@ def test_cls_round_trip(mini_cls, wrap):
                 'state_dict_ema': off, 'epoch': 3}
     else:
         ckpt = {wrap: off, 'epoch': 3, 'arch': 'elsa_swin_mini'}
-    sd, meta = convert_elsa(ckpt, use_ema=wrap == 'state_dict_ema')
+    sd, meta = convert_elsa_checkpoint(ckpt, use_ema=wrap == 'state_dict_ema')
     assert meta['source'] == 'cls' and meta['arch']['name'] is None
     ref = mini_cls.state_dict()
     bb = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
@@ -112,7 +112,7 @@ def test_stage3_quirks_against_the_official_formula():
                 pre + 'rb': rb.float(), pre + 'post_proj.weight': W_post.float(),
                 pre + 'post_proj.bias': b_post.float()})
     # stage 3 of this arch has 32 channels (4 * 2**3)
-    sd, _ = convert_elsa({'state_dict': off})
+    sd, _ = convert_elsa_checkpoint({'state_dict': off})
     attn = ShiftWindowAttention(C, h, window_size=w).double()
     p = 'backbone.stages.3.blocks.0.attn.'
     attn.load_state_dict({k[len(p):]: v.double() for k, v in sd.items() if k.startswith(p)})
@@ -125,7 +125,7 @@ def test_det_checkpoint(mini_cls):
     off = {'backbone.' + k: v for k, v in to_official(det.state_dict()).items()}
     off['neck.fpn_convs.0.conv.weight'] = torch.randn(4, 4, 3, 3)
     off['rpn_head.rpn_cls.bias'] = torch.randn(3)
-    sd, meta = convert_elsa({'meta': {'epoch': 12}, 'state_dict': off, 'optimizer': {}})
+    sd, meta = convert_elsa_checkpoint({'meta': {'epoch': 12}, 'state_dict': off, 'optimizer': {}})
     assert meta['source'] == 'det'
     assert 'neck.fpn_convs.0.conv.weight' in sd and 'rpn_head.rpn_cls.bias' in sd
     assert {f'backbone.norm{i}.weight' for i in range(4)} <= sd.keys()
@@ -135,10 +135,10 @@ def test_det_checkpoint(mini_cls):
     with torch.no_grad():
         for a, b in zip(m2(x), det(x)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-    bb_only, _ = convert_elsa({'state_dict': off}, backbone_only=True)
+    bb_only, _ = convert_elsa_checkpoint({'state_dict': off}, backbone_only=True)
     assert all(k.startswith('backbone.') for k in bb_only)
     # cls -> backbone-only pretrain weights: no head, no final norm (det starts norm{i} fresh)
-    pre, _ = convert_elsa({'state_dict': cls_official(mini_cls)}, backbone_only=True)
+    pre, _ = convert_elsa_checkpoint({'state_dict': cls_official(mini_cls)}, backbone_only=True)
     assert all(k.startswith('backbone.') for k in pre) and 'backbone.norm3.weight' not in pre
 
 
@@ -167,8 +167,8 @@ def test_published_tiny_layout():
     for k, shape in expect.items():
         assert tuple(off[k].shape) == shape, k
     assert len([k for k in off if k.endswith('ghost_head')]) == 10
-    assert infer_arch(off)['name'] == 'tiny'
-    sd, meta = convert_elsa({'state_dict': off}, arch='tiny')
+    assert infer_elsa_arch(off)['name'] == 'tiny'
+    sd, meta = convert_elsa_checkpoint({'state_dict': off}, arch='tiny')
     assert meta['arch']['name'] == 'tiny'
     assert tuple(sd['backbone.stages.3.blocks.1.attn.relative_position_bias_table'].shape) == (
         169, 24)
@@ -178,25 +178,25 @@ def test_published_tiny_layout():
 
 def test_wrong_checkpoints(mini_cls):
     with pytest.raises(ValueError, match='not an ELSA-Swin checkpoint'):
-        convert_elsa({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7)}})
+        convert_elsa_checkpoint({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7)}})
     with pytest.raises(ValueError, match='no state dict found'):
-        convert_elsa({'epoch': 3})
+        convert_elsa_checkpoint({'epoch': 3})
     off = cls_official(mini_cls)
     broken = {k: v for k, v in off.items() if k != 'layers.1.blocks.0.mlp.fc2.bias'}
     with pytest.raises(CheckpointMismatchError, match='missing keys.*stages.1.blocks.0.ffn.fc2'):
-        convert_elsa({'state_dict': broken})
+        convert_elsa_checkpoint({'state_dict': broken})
     with pytest.raises(ValueError, match="expected an ELSA-Swin 'tiny' checkpoint"):
-        convert_elsa({'state_dict': off}, arch='tiny')
+        convert_elsa_checkpoint({'state_dict': off}, arch='tiny')
     tampered = dict(off)
     tampered['layers.3.blocks.0.attn.relative_id'] = official_relative_id(7).flip(0)
     with pytest.raises(ValueError, match='relative_id does not follow'):
-        convert_elsa({'state_dict': tampered})
+        convert_elsa_checkpoint({'state_dict': tampered})
     with pytest.raises(ValueError, match='no state_dict_ema'):
-        convert_elsa({'state_dict': off}, use_ema=True)
+        convert_elsa_checkpoint({'state_dict': off}, use_ema=True)
     shaped = dict(off)
     shaped['layers.0.blocks.0.mlp.fc1.weight'] = torch.zeros(3, 3)
     with pytest.raises(CheckpointMismatchError, match='shape mismatches'):
-        convert_elsa({'state_dict': shaped})
+        convert_elsa_checkpoint({'state_dict': shaped})
 
 
 def test_cli(tmp_path, mini_cls):

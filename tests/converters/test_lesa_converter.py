@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lsa.converters.common import CheckpointMismatchError
-from lsa.converters.lesa import convert_lesa, convert_lesa_cls, convert_lesa_det
+from lsa.converters.lesa import convert_lesa_checkpoint, convert_lesa_cls, convert_lesa_det
 from lsa.models.backbones.lesa_resnet import LESAResNet
 from lsa.models.layers.lesa_attention import LESAAttention
 
@@ -110,7 +110,7 @@ def test_cls_layout_keys_shapes_and_round_trip():
             assert torch.equal(a, b)
     # without the DataParallel prefix / wrapper too
     bare = {k[len('module.'):]: v for k, v in ckpt['net'].items()}
-    sd2, _ = convert_lesa(bare)
+    sd2, _ = convert_lesa_checkpoint(bare)
     assert sd2.keys() == sd.keys()
 
 
@@ -167,7 +167,7 @@ def test_det_layout_round_trip(dcn):
     if dcn:
         assert state['backbone.layer2.0.conv2.conv_offset.weight'].shape == (18, 32, 3, 3)
         assert state['backbone.layer4.1.conv2.x_transform.0.conv_offset.bias'].shape == (18,)
-    sd, meta = convert_lesa(ckpt)  # auto-detects the detection layout
+    sd, meta = convert_lesa_checkpoint(ckpt)  # auto-detects the detection layout
     assert meta['layout'] == 'LESA_detection'
     assert sd['neck.lateral_convs.0.conv.weight'] is state['neck.lateral_convs.0.conv.weight']
     assert 'roi_head.bbox_head.fc_cls.bias' in sd
@@ -199,12 +199,12 @@ def test_wrong_checkpoints_clear_errors():
     net = dict(ckpt['net'])
     # not a LESA checkpoint at all
     with pytest.raises(ValueError, match='no LESA block found'):
-        convert_lesa({'net': {k: v for k, v in net.items() if 'conv2.' not in k
+        convert_lesa_checkpoint({'net': {k: v for k, v in net.items() if 'conv2.' not in k
                               or 'layer3.0' in k}})
     # an unknown key inside a block
     bad = dict(net, **{'module.layer3.1.conv2.temperature': torch.ones(1)})
     with pytest.raises(ValueError, match="unknown key 'temperature'"):
-        convert_lesa(bad)
+        convert_lesa_checkpoint(bad)
     # a stray backbone key and a missing one -> listed by the strict check
     bad = dict(net)
     bad['module.layer9.0.conv1.weight'] = torch.ones(1)
@@ -219,10 +219,10 @@ def test_wrong_checkpoints_clear_errors():
     bad['module.layer3.1.conv2.flatten_index'] = torch.zeros_like(
         bad['module.layer3.1.conv2.flatten_index'])
     with pytest.raises(ValueError, match='flatten_index is not the released'):
-        convert_lesa(bad)
+        convert_lesa_checkpoint(bad)
     # a detection request on a classification file
     with pytest.raises(ValueError, match='no "backbone." keys'):
-        convert_lesa(ckpt, form='det')
+        convert_lesa_checkpoint(ckpt, form='det')
 
 
 def test_cli(tmp_path):

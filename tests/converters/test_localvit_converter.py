@@ -9,9 +9,9 @@ import lsa.models  # noqa: F401
 from lsa.converters.common import CheckpointMismatchError
 from lsa.converters.localvit import (
     build_reference,
-    convert_checkpoint,
     convert_localvit,
-    detect_arch,
+    convert_localvit_checkpoint,
+    infer_localvit_arch,
     localvit_to_official,
 )
 
@@ -50,7 +50,7 @@ def test_official_tiny_layout_keys_and_shapes():
         assert tuple(off[k].shape) == shape, k
     assert not any('.norm2.' in k or '.mlp.' in k for k in off)
     assert len(off) == len(sd)
-    assert detect_arch(off) == 'localvit-t'
+    assert infer_localvit_arch(off) == 'localvit-t'
 
 
 @pytest.mark.parametrize('arch', ['localvit-t', 'localvit-pvt', 'localvit-tnt',
@@ -63,8 +63,8 @@ def test_round_trip_same_outputs(arch):
     if arch == 'localvit-swin':  # the official file carries buffers lsa recomputes
         off['layers.0.blocks.1.attn_mask'] = torch.zeros(64, 49, 49)
         off['layers.0.blocks.0.attn.relative_position_index'] = torch.zeros(49, 49).long()
-    assert detect_arch(off) == arch
-    out, meta = convert_checkpoint({'model': off, 'epoch': 299})
+    assert infer_localvit_arch(off) == arch
+    out, meta = convert_localvit_checkpoint({'model': off, 'epoch': 299})
     assert meta == dict(arch=arch, source_key='model')
     assert set(out) == set(sd)
     fresh, _ = build_reference(arch)
@@ -96,17 +96,17 @@ def test_wrong_checkpoints_raise_clear_errors():
     _, sd = _random_classifier('localvit-t')
     off = localvit_to_official(sd)
     with pytest.raises(CheckpointMismatchError, match='(?s)localvit-s.*shape mismatches'):
-        convert_checkpoint({'model': off}, arch='localvit-s')
+        convert_localvit_checkpoint({'model': off}, arch='localvit-s')
     bad = dict(off)
     del bad['blocks.3.attn.proj.bias']
     with pytest.raises(CheckpointMismatchError, match='(?s)missing keys.*blocks.3.attn.proj.bias'):
-        convert_checkpoint({'model': bad})
+        convert_localvit_checkpoint({'model': bad})
     with pytest.raises(ValueError, match='cannot recognise'):
-        convert_checkpoint({'model': {'conv1.weight': torch.zeros(3)}})
+        convert_localvit_checkpoint({'model': {'conv1.weight': torch.zeros(3)}})
     with pytest.raises(ValueError, match='no state dict found'):
-        convert_checkpoint({'optimizer': 1, 'epoch': 3})
+        convert_localvit_checkpoint({'optimizer': 1, 'epoch': 3})
     with pytest.raises(ValueError, match='unknown LocalViT arch'):
-        convert_checkpoint({'model': off}, arch='localvit-b')
+        convert_localvit_checkpoint({'model': off}, arch='localvit-b')
 
 
 def test_cli(tmp_path):
@@ -152,8 +152,8 @@ def test_official_t2t_layout_keeps_w_and_pos_embed():
         assert tuple(off[k].shape) == shape, k
     assert f'{a1}.conv.conv.8.weight' not in off and 'blocks.0.attn.qkv.bias' not in off
     assert not any('.mlp.' in k for k in off) and len(off) == len(sd)
-    assert detect_arch(off) == 'localvit-t2t'
-    out, _ = convert_checkpoint({'model': off})
+    assert infer_localvit_arch(off) == 'localvit-t2t'
+    out, _ = convert_localvit_checkpoint({'model': off})
     assert torch.equal(out[f'backbone.{a1}.w'], sd[f'backbone.{a1}.w'])
     assert torch.equal(out['backbone.pos_embed'], sd['backbone.pos_embed'])
     fresh, _ = build_reference('localvit-t2t')

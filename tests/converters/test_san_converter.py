@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lsa.converters.common import CheckpointMismatchError
-from lsa.converters.san import convert_san, rename_san_key
+from lsa.converters.san import convert_san_checkpoint, rename_san_key
 
 warnings.filterwarnings('ignore', message='lsa.ops')
 
@@ -102,7 +102,7 @@ def build_classifier(arch, sa_type):
                                           ('san19', 'patchwise')])
 def test_convert_released_layout(arch, sa_type):
     ckpt = released_checkpoint(arch, sa_type)
-    sd, meta = convert_san(ckpt)
+    sd, meta = convert_san_checkpoint(ckpt)
     assert meta == {'arch': arch, 'sa_type': sa_type}
     src = {k[len('module.'):]: v for k, v in ckpt['state_dict'].items()}
     assert len(sd) == len(src)
@@ -138,7 +138,7 @@ def test_bare_state_dict_without_prefix_or_step_counters():
     ckpt = released_checkpoint('san10', 'pairwise')
     bare = {k[len('module.'):]: v for k, v in ckpt['state_dict'].items()
             if not k.endswith('num_batches_tracked')}
-    sd, meta = convert_san(bare)
+    sd, meta = convert_san_checkpoint(bare)
     assert meta['sa_type'] == 'pairwise'
     assert sd['backbone.stem.norm.num_batches_tracked'].item() == 0
 
@@ -179,7 +179,7 @@ def test_wrong_checkpoint_lists_missing_and_unexpected():
     sd['module.layer2.1.sam.extra.weight'] = torch.zeros(3)
     sd['module.fc.bias'] = torch.zeros(10)
     with pytest.raises(CheckpointMismatchError) as info:
-        convert_san(ckpt)
+        convert_san_checkpoint(ckpt)
     msg = str(info.value)
     assert 'missing keys (1): backbone.stages.2.blocks.1.attn.beta.weight' in msg
     assert 'unexpected keys (1): layer2.1.sam.extra.weight' in msg
@@ -191,13 +191,13 @@ def test_foreign_checkpoint_and_arch_mismatch():
                    'module.layer1.0.conv1.weight': torch.zeros(64, 64, 1, 1)}
     with pytest.raises(CheckpointMismatchError,
                        match=r'cannot identify the variant.*layer1\.0\.conv1\.weight'):
-        convert_san(resnet_like)
+        convert_san_checkpoint(resnet_like)
     with pytest.raises(ValueError, match='no state dict found'):
-        convert_san({'epoch': 3})
+        convert_san_checkpoint({'epoch': 3})
     ckpt = released_checkpoint('san10', 'pairwise')
     with pytest.raises(CheckpointMismatchError, match='san10-patchwise.*san10-pairwise'):
-        convert_san(ckpt, arch='san10-patchwise')
+        convert_san_checkpoint(ckpt, arch='san10-patchwise')
     with pytest.raises(CheckpointMismatchError, match='san15-pairwise.*san10-pairwise'):
-        convert_san(ckpt, arch='san15')
+        convert_san_checkpoint(ckpt, arch='san15')
     with pytest.raises(ValueError, match='unknown arch'):
-        convert_san(ckpt, arch='resnet50')
+        convert_san_checkpoint(ckpt, arch='resnet50')

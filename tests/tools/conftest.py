@@ -34,10 +34,12 @@ class ToyData(Dataset):
 
 @pytest.fixture
 def toy_runner():
-    """``toy_runner(work_dir, max_epochs, hook='lsa.AtomicCheckpointHook', **runner_kwargs)``."""
+    """``toy_runner(work_dir, max_epochs, hook='lsa.AtomicCheckpointHook', hook_kwargs=None,
+    **runner_kwargs)``."""
     from mmengine.runner import Runner
 
-    def build(work_dir, max_epochs=3, hook='lsa.AtomicCheckpointHook', **kwargs):
+    def build(work_dir, max_epochs=3, hook='lsa.AtomicCheckpointHook', hook_kwargs=None,
+              **kwargs):
         torch.manual_seed(0)  # the same initial weights in every run
         return Runner(
             model=ToyModel(), work_dir=str(work_dir), experiment_name=f'toy{next(_names)}',
@@ -49,7 +51,8 @@ def toy_runner():
                                   end=3),
                              dict(type='MultiStepLR', milestones=[2], by_epoch=True)],
             train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
-            default_hooks=dict(checkpoint=dict(type=hook, interval=1, max_keep_ckpts=1),
+            default_hooks=dict(checkpoint=dict(type=hook, interval=1, max_keep_ckpts=1,
+                                               **(hook_kwargs or {})),
                                logger=dict(type='LoggerHook', interval=100)),
             randomness=dict(seed=0), **kwargs)
 

@@ -98,3 +98,34 @@ def test_mmengine_hook_loses_everything_where_lsa_hook_does_not(toy_runner, tmp_
     with pytest.raises(Killed):
         toy_runner(tmp_path / 'lsa', max_epochs=3).train()
     assert [p.name for p in (tmp_path / 'lsa').glob('*.pth')] == ['epoch_1.pth']
+
+
+def test_save_best_keeps_the_previous_best_until_the_new_one_is_complete(toy_runner, tmp_path,
+                                                                         monkeypatch):
+    """mmengine removes the previous best checkpoint before writing the new one in place."""
+    runner = toy_runner(tmp_path / 'w', max_epochs=1,
+                        hook_kwargs=dict(save_best='acc', rule='greater'))
+    (hook, ) = [h for h in runner.hooks if isinstance(h, hook_module.AtomicCheckpointHook)]
+    runner.train()
+    hook.after_val_epoch(runner, {'acc': 0.5})
+    runner.train_loop._epoch = 2
+    hook.after_val_epoch(runner, {'acc': 0.9})
+    best = sorted((tmp_path / 'w').glob('best_*'))
+    assert [p.name for p in best] == ['best_acc_epoch_2.pth']  # the old best was replaced
+    assert runner.save_checkpoint.__func__ is type(runner).save_checkpoint  # unpatched again
+
+    real = hook_module._fsync_replace
+
+    def killer(tmp, dst):
+        if 'best_acc' in dst:
+            with open(tmp, 'r+b') as f:  # half-written, then killed before the rename
+                f.truncate(100)
+            raise Killed
+        real(tmp, dst)
+
+    monkeypatch.setattr(hook_module, '_fsync_replace', killer)
+    runner.train_loop._epoch = 3
+    with pytest.raises(Killed):
+        hook.after_val_epoch(runner, {'acc': 0.95})
+    assert torch.load(best[0], weights_only=False)['meta']['epoch'] == 2  # still complete
+    assert not (tmp_path / 'w' / 'best_acc_epoch_3.pth').exists()  # only its .tmp

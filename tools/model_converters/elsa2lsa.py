@@ -15,7 +15,7 @@ in det/seg configs. Det/seg checkpoints keep every non-backbone key unchanged.
 import argparse
 
 from lsa.converters.common import run_cli
-from lsa.converters.elsa import convert_elsa
+from lsa.converters.elsa import convert_elsa_checkpoint
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +28,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert(ckpt: dict, args: argparse.Namespace) -> tuple:
-    sd, meta = convert_elsa(ckpt, use_ema=args.use_ema, backbone_only=args.backbone_only,
-                            arch=args.arch)
+    sd, meta = convert_elsa_checkpoint(ckpt, use_ema=args.use_ema,
+                                       backbone_only=args.backbone_only, arch=args.arch)
     meta = dict(meta, arch=meta['arch']['name'] or str(meta['arch']))
     return sd, meta
 

@@ -18,7 +18,7 @@ The result is checked key by key and shape by shape against the LESAResNet it de
 import argparse
 
 from lsa.converters.common import run_cli
-from lsa.converters.lesa import convert_lesa
+from lsa.converters.lesa import convert_lesa_checkpoint
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert(ckpt: dict, args: argparse.Namespace) -> tuple:
-    sd, meta = convert_lesa(ckpt, form=args.form, backbone_only=args.backbone_only)
+    sd, meta = convert_lesa_checkpoint(ckpt, form=args.form, backbone_only=args.backbone_only)
     return sd, dict(meta, lesa_config=str(meta['lesa_config']))
 
 

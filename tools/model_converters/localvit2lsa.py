@@ -7,7 +7,7 @@ The result loads strictly into the classifier of ``configs/cls/localvit/<arch>``
 ``backbone.*`` and ``head.fc.*``).
 """
 from lsa.converters.common import run_cli
-from lsa.converters.localvit import ARCHS, convert_checkpoint
+from lsa.converters.localvit import ARCHS, convert_localvit_checkpoint
 
 
 def _add_arguments(parser):
@@ -17,7 +17,7 @@ def _add_arguments(parser):
 
 
 def _convert(ckpt, args):
-    return convert_checkpoint(ckpt, args.arch, args.num_classes)
+    return convert_localvit_checkpoint(ckpt, args.arch, args.num_classes)
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ The output loads strictly into the classifier built from ``configs/cls/san/*.py`
 import argparse
 
 from lsa.converters.common import run_cli
-from lsa.converters.san import convert_san
+from lsa.converters.san import convert_san_checkpoint
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert(ckpt: dict, args: argparse.Namespace) -> tuple:
-    return convert_san(ckpt, arch=args.arch)
+    return convert_san_checkpoint(ckpt, arch=args.arch)
 
 
 def main(argv=None) -> None:
