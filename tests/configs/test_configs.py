@@ -237,6 +237,16 @@ def metafile_entry(path: str) -> dict:
     return {}
 
 
+def assert_checkpoint_often(cfg: Config, path: str) -> None:
+    """A kill loses at most an epoch, or a tenth of an iteration-based schedule."""
+    ckpt, train = cfg.default_hooks.checkpoint, cfg.train_cfg
+    max_iters = train.get('max_iters')
+    if max_iters is None:  # epoch-based (mmdet's loop, or mmpretrain's by_epoch=True)
+        assert ckpt.get('by_epoch', True) and ckpt.interval == 1, (path, ckpt)
+    else:
+        assert ckpt.get('by_epoch') is False and ckpt.interval <= max_iters // 10, (path, ckpt)
+
+
 # --------------------------------------------------------------------------- per config
 def test_config_tree_is_not_empty():
     tasks = {Path(p).parts[1] for p in CONFIGS}
@@ -255,6 +265,7 @@ def test_config_builds_and_runs(path):
     assert cfg.default_scope == scope, f'{path}: default_scope {cfg.default_scope!r}'
     assert 'lsa.models' in cfg.custom_imports['imports']
     assert cfg.custom_imports.get('allow_failed_imports') is False
+    assert_checkpoint_often(cfg, path)
     skip_if_backbone_missing(cfg)
 
     ckpts = strip_pretrained(cfg.model)
