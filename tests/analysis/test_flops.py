@@ -59,6 +59,18 @@ def test_sdpa_counts_both_products():
     assert flops == {'scaled_dot_product_attention': 2 * 3 * 10 * 12 * (8 + 5)}
 
 
+
+def test_pvt_attention_counts_the_reduced_keys():
+    """PVT's attention over N queries and N / R^2 keys: lsa counts 2 * N * (N / R^2) * C (the
+    LocalViT authors' counter takes N * N, see docs/analysis.md, LocalViT-PVT)."""
+    from lsa.models.layers.vit_attention import SpatialReductionAttention
+    call = _Call(lambda x: call.attn(x, (8, 8)))
+    call.attn = SpatialReductionAttention(8, 2, sr_ratio=2).eval()
+    with torch.no_grad():
+        flops = dict(flop_analyzer(call, (torch.rand(1, 64, 8),)).by_operator())
+    N, S, C = 64, 16, 8
+    assert flops['scaled_dot_product_attention'] == 2 * N * S * C
+
 def test_matmul_counts_broadcast_batches():
     a, b = torch.rand(4, 5), torch.rand(2, 3, 5, 6)
     assert _count(torch.matmul, a, b) == {'matmul': 2 * 3 * 4 * 5 * 6}
