@@ -3,9 +3,10 @@
 mmengine's :class:`~mmengine.analysis.FlopAnalyzer` traces the model with ``torch.jit``
 and counts each traced op with a *handle* ``(inputs, outputs) -> flops`` looked up by
 the op's name. It has handles for convolutions, linear layers, matmul/bmm/einsum and
-norms, but none for lsa's compiled attention ops, ``scaled_dot_product_attention`` or
-mmcv's deformable convolutions, so those count as zero. :data:`LSA_FLOP_HANDLES` fills
-the gap; :func:`flop_analyzer` returns an analyzer with them installed.
+norms, but none for lsa's compiled attention ops, ``scaled_dot_product_attention``,
+``baddbmm`` (the ELSA block's 1x1 projections) or mmcv's deformable convolutions, so those
+count as zero. :data:`LSA_FLOP_HANDLES` fills the gap; :func:`flop_analyzer` returns an
+analyzer with them installed.
 
 Convention (mmengine's, and the SAN/DeiT/Swin papers'): one multiply-add is one FLOP;
 element-wise ops, softmax and activations are not counted. Per op, with ``numel(out)``
@@ -20,6 +21,7 @@ op                                            FLOPs
                                               ``A * M + D``, then the weighted sum)
 ``aten::scaled_dot_product_attention``        ``B * L * S * (E + Ev)`` (``q k^T`` and ``A v``)
 ``aten::matmul`` / ``aten::bmm``              ``prod(batch) * n * k * m``, batch dims broadcast
+``aten::baddbmm``                             as ``bmm`` (the bias add is not counted)
 ``aten::einsum`` (two operands)               product of the sizes of all its indices
 DCN (``DeformConv2dFunction``)                ``numel(out) * Cin/g * kh * kw`` (the conv) +
                                               ``4 * N * Cin * kh * kw * Ho * Wo`` (bilinear
@@ -94,6 +96,12 @@ def matmul_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
     return batch * a[-2] * a[-1] * b[-1]
 
 
+def baddbmm_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """``baddbmm(bias, a, b)``: the ``a @ b`` MACs; the bias add is element-wise (not counted,
+    as for ``linear``)."""
+    return matmul_flops(inputs[1:3], outputs)
+
+
 def einsum_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
     """Two-operand ``einsum``: one MAC per point of the loop nest over all its indices.
 
@@ -145,6 +153,7 @@ LSA_FLOP_HANDLES: dict[str, Handle] = {
     'aten::scaled_dot_product_attention': sdpa_flops,
     'aten::matmul': matmul_flops,
     'aten::bmm': matmul_flops,
+    'aten::baddbmm': baddbmm_flops,
     'aten::einsum': einsum_flops,
     'prim::PythonOp.DeformConv2dFunction': dcn_flops,
     'prim::PythonOp.ModulatedDeformConv2dFunction': modulated_dcn_flops,

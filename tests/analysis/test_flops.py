@@ -59,11 +59,44 @@ def test_sdpa_counts_both_products():
     assert flops == {'scaled_dot_product_attention': 2 * 3 * 10 * 12 * (8 + 5)}
 
 
+
+def test_pvt_attention_counts_the_reduced_keys():
+    """PVT's attention over N queries and N / R^2 keys: lsa counts 2 * N * (N / R^2) * C (the
+    LocalViT authors' counter takes N * N, see docs/analysis.md, LocalViT-PVT)."""
+    from lsa.models.layers.vit_attention import SpatialReductionAttention
+    call = _Call(lambda x: call.attn(x, (8, 8)))
+    call.attn = SpatialReductionAttention(8, 2, sr_ratio=2).eval()
+    with torch.no_grad():
+        flops = dict(flop_analyzer(call, (torch.rand(1, 64, 8),)).by_operator())
+    N, S, C = 64, 16, 8
+    assert flops['scaled_dot_product_attention'] == 2 * N * S * C
+
 def test_matmul_counts_broadcast_batches():
     a, b = torch.rand(4, 5), torch.rand(2, 3, 5, 6)
     assert _count(torch.matmul, a, b) == {'matmul': 2 * 3 * 4 * 5 * 6}
     assert _count(torch.matmul, b.transpose(-1, -2), a.T) == {'matmul': 2 * 3 * 6 * 5 * 4}
     assert _count(torch.bmm, torch.rand(3, 4, 5), torch.rand(3, 5, 6)) == {'bmm': 3 * 4 * 5 * 6}
+
+
+def test_baddbmm_counts_the_product_not_the_bias():
+    bias, a, b = torch.rand(1, 1, 6), torch.rand(3, 4, 5), torch.rand(3, 5, 6)
+    assert _count(torch.baddbmm, bias, a, b) == {'baddbmm': 3 * 4 * 5 * 6}
+
+
+@needs_ext
+def test_elsa_block_counts_every_projection():
+    """The ELSA block runs its 1x1 convs as linear/baddbmm on tokens: all of them count."""
+    from lsa.models.layers.elsa_attention import ELSAAttention
+    call = _Call(lambda x: call.attn(x, (4, 4)))
+    call.attn = ELSAAttention(12, 2, kernel_size=3, group_width=4).eval()  # Q = 8, Cv = 12
+    with torch.no_grad():
+        flops = dict(flop_analyzer(call, (torch.rand(1, 16, 12),)).by_operator())
+    L, C, Q, Cv, k, G = 16, 12, 8, 12, 3, 2
+    assert flops == {
+        'linear': L * C * 2 * Q,                          # q, k
+        'baddbmm': L * C * Cv + L * Q * k * k * G + L * Cv * C,  # v, 1x1 logits, proj
+        'conv': L * Q * 4 * k * k,                        # k x k grouped conv (width 4)
+        'elsa_forward': 2 * Cv * L * k * k}
 
 
 def test_einsum_of_attention_blocks_is_counted():
@@ -95,7 +128,8 @@ def test_dcn_counts_conv_and_sampling(modulated):
 
 def test_handle_table_names_every_op():
     assert {'lsa::aggregation_forward', 'lsa::subtraction2_forward', 'lsa::elsa_forward',
-            'aten::scaled_dot_product_attention', 'aten::matmul'} <= set(LSA_FLOP_HANDLES)
+            'aten::scaled_dot_product_attention', 'aten::matmul',
+            'aten::baddbmm'} <= set(LSA_FLOP_HANDLES)
 
 
 def test_complexity_info_reports_uncounted_ops():
