@@ -7,7 +7,4 @@
 _base_ = './cascade_mask_rcnn_elsa_swin_t_3x.py'
 
 checkpoint = 'checkpoints/elsa_swin_s_in1k.pth'  # noqa
-model = dict(
-    backbone=dict(
-        arch='small', drop_path_rate=0.75,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')))
+model = dict(backbone=dict(arch='small', drop_path_rate=0.75, init_cfg=dict(checkpoint=checkpoint)))

@@ -14,7 +14,11 @@
 # (LESA_detection README, "lesa_wrn50_pretrained"), converted with
 #   python tools/model_converters/lesa2lsa.py checkpoint.pth checkpoints/lesa_wrn50_in1k_det.pth
 # (see docs/model_zoo.md). As upstream, its position tables are not transferred.
-_base_ = ['mmdet::htc/htc_r50_fpn_20e_coco.py', './_base_/models/lesa_dcn.py']
+_base_ = [
+    'mmdet::htc/htc_r50_fpn_20e_coco.py',
+    './_base_/models/lesa_dcn.py',
+    './_base_/datasets/lesa_square_pipelines.py',
+]
 
 checkpoint = 'checkpoints/lesa_wrn50_in1k_det.pth'  # noqa
 model = dict(
@@ -24,20 +28,11 @@ model = dict(
     neck=dict(in_channels=_base_._lesa_channels))
 
 image_size = (1280, 1280)
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True, with_seg=True),
-    dict(type='Resize', scale=image_size, keep_ratio=False),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='Resize', scale=image_size, keep_ratio=False),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+_resize = dict(_base_._square_resize, scale=image_size)
+train_pipeline = [_base_._load_image, dict(_base_._load_masks, with_seg=True),  # + COCO-stuff
+                  _resize, *_base_._flip_and_pack]
+test_pipeline = [_base_._load_image, _resize, *_base_._test_tail]
+
 # 4 GPUs x 1 image
 train_dataloader = dict(batch_size=1, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))

@@ -7,6 +7,4 @@
 _base_ = './upernet_elsa_swin_t_160k.py'
 
 checkpoint = 'checkpoints/elsa_swin_s_in1k.pth'  # noqa
-model = dict(
-    backbone=dict(
-        arch='small', init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')))
+model = dict(backbone=dict(arch='small', init_cfg=dict(checkpoint=checkpoint)))

@@ -7,7 +7,7 @@
 # Backbone and its weights: configs/_base_/models/elsa_swin_t.py.
 _base_ = [
     './_base_/models/upernet_elsa_swin_t.py',
-    './_base_/datasets/ade20k.py',
+    './_base_/datasets/ade20k.py',  # 8 GPUs x 2 images, the official TTA
     'mmseg::_base_/default_runtime.py',
     './_base_/schedules/adamw_160k.py',
 ]
@@ -18,8 +18,3 @@ model = dict(
     backbone=dict(drop_path_rate=0.3),
     decode_head=dict(num_classes=150),
     auxiliary_head=dict(num_classes=150))
-
-# 8 GPUs x 2 images
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader

@@ -7,7 +7,7 @@
 # Backbone and its weights: configs/_base_/models/localvit_pvt_t.py.
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py',
-    'mmseg::_base_/datasets/ade20k.py',
+    './_base_/datasets/ade20k_8x2.py',  # 8 GPUs x 2 images
     'mmseg::_base_/default_runtime.py',
     './_base_/schedules/adamw_160k.py',
     '../_base_/models/localvit_pvt_t.py',
@@ -19,8 +19,3 @@ model = dict(
     backbone=dict(_base_._localvit_pvt_t, _delete_=True),
     decode_head=dict(in_channels=_base_._localvit_pvt_t_channels, num_classes=150),
     auxiliary_head=dict(in_channels=_base_._localvit_pvt_t_channels[2], num_classes=150))
-
-# 8 GPUs x 2 images
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader

@@ -76,3 +76,30 @@ def test_swin_blocks_wire_each_ffn_by_the_one_protocol():
         y = torch.randn(1, 6, 16)
         b = y + mlp_blk.attn(mlp_blk.norm1(y), (2, 3))
         torch.testing.assert_close(mlp_blk(y, (2, 3)), b + mlp_blk.ffn(mlp_blk.norm2(b)))
+
+
+def test_out_type_and_token_checks_have_one_home():
+    """Every LocalViT host rejects a bad ``out_type`` through ``check_out_type`` (its own
+    name in the message); both token attentions reject mis-shaped tokens through
+    ``common.check_tokens``."""
+    from lsa.models.layers.elsa_attention import ELSAAttention
+    from lsa.models.layers.window_attention import ShiftWindowAttention
+    with pytest.raises(ValueError, match="X: out_type must be 'cls_token' or 'featmap'"):
+        base.check_out_type('X', 'tokens')
+    assert base.check_out_type('X', 'featmap') == 'featmap'
+    small = {localvit.LocalViT: dict(embed_dims=8, depth=1, num_heads=2, mlp_ratio=2,
+                                     se_channels=4),
+             LocalViTT2T: 't2t-7', localvit_tnt.LocalViTTNT: 'tiny',
+             localvit_pvt.LocalViTPVT: 'tiny'}
+    for cls, arch in small.items():
+        with pytest.raises(ValueError, match=f"{cls.__name__}: out_type must be"):
+            cls(arch=arch, out_type='tokens')
+    m = localvit.LocalViT(arch=small[localvit.LocalViT], img_size=32, out_type='featmap')
+    assert (m.embed_dims, m.out_type, m.final_norm) == (8, 'featmap', True)
+    assert m.arch_settings['depth'] == 1 and len(m.blocks) == 1
+    for attn in (ELSAAttention(8, 2), ShiftWindowAttention(8, 2, window_size=2)):
+        with pytest.raises(ValueError, match=rf'{type(attn).__name__}: expected \(B, 3\*3, 8\) '
+                                             r'tokens for hw_shape=\(3, 3\), got \(1, 10, 8\)'):
+            attn(torch.randn(1, 10, 8), (3, 3))
+    B, L, C = common.check_tokens('X', torch.randn(2, 6, 4), (2, 3), 4)
+    assert (B, L, C) == (2, 6, 4)

@@ -4,7 +4,8 @@
 # checkpoint converted with
 #   python tools/model_converters/elsa2lsa.py elsa_tiny.pth checkpoints/elsa_swin_t_in1k.pth --backbone-only
 # (see docs/model_zoo.md). Frames take it as `backbone=dict(_base_._elsa_swin_t, _delete_=True)`;
-# leaves set drop_path_rate (and, for ELSA-Swin-S, arch, checkpoint and init_cfg).
+# leaves set drop_path_rate (and, for ELSA-Swin-S, arch='small' and their own `checkpoint`,
+# merged in as `init_cfg=dict(checkpoint=checkpoint)`).
 custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
 checkpoint = 'checkpoints/elsa_swin_t_in1k.pth'  # noqa
 _elsa_swin_t = dict(

@@ -5,24 +5,15 @@
 # cross-entropy; RandomResizedCrop 224 (bilinear) + flip; eval resize 256 / centre crop 224.
 # The classification form runs at 224x224 only (1-D position embedding over 14x14 tokens).
 _base_ = [
+    '../_base_/models/resnet_classifier.py',
     'mmpretrain::_base_/datasets/imagenet_bs32_pil_resize.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
 default_scope = 'mmpretrain'
 
 model = dict(
-    type='ImageClassifier',
     backbone=dict(type='lsa.LESAResNet', arch='r50', form='cls', out_indices=(3, )),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=2048,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
-        topk=(1, 5),
-        init_cfg=None,  # the official fc keeps PyTorch's default Linear init
-    ))
+    head=dict(init_cfg=None))  # the official fc keeps PyTorch's default Linear init
 
 # 4 GPUs x 32 images = 128 (official --batch_size 128 split by DataParallel)
 train_dataloader = dict(batch_size=32)

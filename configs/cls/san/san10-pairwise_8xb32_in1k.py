@@ -4,26 +4,19 @@
 # resized with PIL as torchvision does; the reported number is the best validation epoch's
 # checkpoint (the official model_best.pth), kept here by save_best).
 _base_ = [
+    '../_base_/models/resnet_classifier.py',
     'mmpretrain::_base_/datasets/imagenet_bs32_pil_resize.py',
     'mmpretrain::_base_/schedules/imagenet_bs256_coslr.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['lsa.models'], allow_failed_imports=False)
 default_scope = 'mmpretrain'
 
 model = dict(
-    type='ImageClassifier',
     backbone=dict(type='lsa.SAN', arch='san10', sa_type='pairwise', out_indices=(4, )),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=2048,
-        # the official smooth_loss gives 0.9 to the target and 0.1 / 999 to each other class;
-        # mmpretrain's 'original' mode (1 - e) * onehot + e / K equals it for e = 0.1 * K / (K - 1)
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1 * 1000 / 999, mode='original'),
-        topk=(1, 5),
-    ))
+    # the official smooth_loss gives 0.9 to the target and 0.1 / 999 to each other class;
+    # mmpretrain's 'original' mode (1 - e) * onehot + e / K equals it for e = 0.1 * K / (K - 1)
+    head=dict(loss=dict(_delete_=True, type='LabelSmoothLoss',
+                        label_smooth_val=0.1 * 1000 / 999, mode='original')))
 
 # every epoch's checkpoint as before, plus best_accuracy_top1_epoch_*.pth: the official
 # tool/train.py reports its model_best.pth, the epoch with the best validation top-1

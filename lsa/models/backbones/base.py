@@ -164,19 +164,39 @@ class TokenParamsFreezeMixin:
                 p.requires_grad = False
 
 
+def check_out_type(owner: str, out_type: str) -> str:
+    """The ``out_type`` of the LocalViT hosts: ``'cls_token'`` or ``'featmap'``."""
+    if out_type not in ('cls_token', 'featmap'):
+        raise ValueError(f"{owner}: out_type must be 'cls_token' or 'featmap', "
+                         f'got {out_type!r}')
+    return out_type
+
+
 class ClassTokenEncoderMixin:
     """The DeiT-style encoder shared by LocalViT and LocalViT-T2T.
 
-    Hosts set ``cls_token``, ``pos_embed``, ``patch_resolution`` and ``out_type``, then
-    :meth:`_build_encoder` adds ``pos_drop``, ``blocks`` (one per stage) and ``norm``.
+    Hosts call :meth:`_resolve_host` first, set ``cls_token``, ``pos_embed`` and
+    ``patch_resolution``, then :meth:`_build_encoder` adds ``pos_drop``, ``blocks`` (one per
+    stage) and ``norm``.
     """
 
-    def _build_encoder(self, arch: dict, ffn_cfg: dict, stride: int, out_indices: OutIndices,
+    def _resolve_host(self, arch: str | dict, out_type: str, final_norm: bool) -> int:
+        """Resolve ``arch`` on the class's ``arch_zoo`` into ``arch_settings`` (embed_dims,
+        depth, num_heads, mlp_ratio, se_channels), check ``out_type``; set ``embed_dims``,
+        ``out_type`` and ``final_norm``; return ``embed_dims``."""
+        owner = type(self).__name__
+        self.arch_settings = resolve_arch(owner, arch, self.arch_zoo, self.essential_keys)
+        self.out_type = check_out_type(owner, out_type)
+        self.embed_dims, self.final_norm = self.arch_settings['embed_dims'], final_norm
+        return self.embed_dims
+
+    def _build_encoder(self, ffn_cfg: dict, stride: int, out_indices: OutIndices,
                        qkv_bias: bool, drop_rate: float, attn_drop_rate: float,
-                       drop_path_rate: float, norm_eps: float, final_norm: bool) -> None:
-        """``depth`` DeiT blocks (``arch``: embed_dims, depth, num_heads, mlp_ratio,
-        se_channels), stochastic depth linear over blocks, the final norm and the outputs
-        (every block a stage of ``stride``)."""
+                       drop_path_rate: float, norm_eps: float) -> None:
+        """``depth`` DeiT blocks of ``arch_settings``, stochastic depth linear over blocks,
+        the final norm (if ``final_norm``) and the outputs (every block a stage of
+        ``stride``)."""
+        arch = self.arch_settings
         C, depth = arch['embed_dims'], arch['depth']
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
@@ -186,7 +206,7 @@ class ClassTokenEncoderMixin:
                           arch['mlp_ratio'], ffn_cfg, arch['se_channels'], drop_rate, dpr[i],
                           norm_eps)
             for i in range(depth))
-        self.norm = nn.LayerNorm(C, eps=norm_eps) if final_norm else None
+        self.norm = nn.LayerNorm(C, eps=norm_eps) if self.final_norm else None
         self.num_stages = depth
         self._init_outputs(out_indices, [C] * depth, [stride] * depth)
 

@@ -69,20 +69,15 @@ class LocalViT(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbone):
                  norm_eval: bool = False, with_cp: bool = False, compile: bool | dict = False,
                  init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages, norm_eval, with_cp, init_cfg, compile)
-        a = resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
-        if out_type not in ('cls_token', 'featmap'):
-            raise ValueError(f"LocalViT: out_type must be 'cls_token' or 'featmap', "
-                             f'got {out_type!r}')
-        C = a['embed_dims']
-        self.embed_dims, self.out_type, self.final_norm = C, out_type, final_norm
+        C = self._resolve_host(arch, out_type, final_norm)
         img_size = to_2tuple(img_size)
         self.patch_resolution = (img_size[0] // patch_size, img_size[1] // patch_size)
         self.patch_embed = PatchEmbed(in_channels, C, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + math.prod(self.patch_resolution), C))
-        self._build_encoder(a, dict(LFF_CFG if ffn_cfg is None else ffn_cfg), patch_size,
+        self._build_encoder(dict(LFF_CFG if ffn_cfg is None else ffn_cfg), patch_size,
                             out_indices, qkv_bias, drop_rate, attn_drop_rate, drop_path_rate,
-                            norm_eps, final_norm)
+                            norm_eps)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_vit_weights)

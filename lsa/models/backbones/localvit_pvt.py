@@ -14,7 +14,7 @@ from lsa.models.layers.weight_init import init_vit_weights
 from lsa.registry import MODELS
 from lsa.types import OutIndices
 
-from .base import BaseLSABackbone, TokenParamsFreezeMixin, resolve_arch
+from .base import BaseLSABackbone, TokenParamsFreezeMixin, check_out_type, resolve_arch
 from .localvit import LFF_CFG
 
 __all__ = ['LocalViTPVT', 'SpatialReductionAttention']  # the attention's former home
@@ -91,9 +91,7 @@ class LocalViTPVT(TokenParamsFreezeMixin, BaseLSABackbone):
         if out_type == 'cls_token' and self.out_indices != (n - 1,):
             raise ValueError(f"LocalViTPVT: out_type='cls_token' needs out_indices={n - 1}, "
                              f'got {self.out_indices}')
-        if out_type not in ('cls_token', 'featmap'):
-            raise ValueError(f"LocalViTPVT: out_type must be 'cls_token' or 'featmap', "
-                             f'got {out_type!r}')
+        check_out_type('LocalViTPVT', out_type)
         for s in range(n):
             nn.init.trunc_normal_(getattr(self, f'pos_embed{s + 1}'), std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)

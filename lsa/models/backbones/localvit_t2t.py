@@ -21,7 +21,7 @@ from lsa.models.layers.weight_init import init_vit_weights
 from lsa.registry import MODELS
 from lsa.types import OutIndices
 
-from .base import BaseLSABackbone, ClassTokenEncoderMixin, TokenParamsFreezeMixin, resolve_arch
+from .base import BaseLSABackbone, ClassTokenEncoderMixin, TokenParamsFreezeMixin
 from .localvit import LFF_CFG
 
 #: The LFF of the T2T token layers in the official model: h-swish, no channel attention.
@@ -203,12 +203,7 @@ class LocalViTT2T(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbon
                  norm_eval: bool = False, with_cp: bool = False, compile: bool | dict = False,
                  init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages, norm_eval, with_cp, init_cfg, compile)
-        a = resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
-        if out_type not in ('cls_token', 'featmap'):
-            raise ValueError(f"LocalViTT2T: out_type must be 'cls_token' or 'featmap', "
-                             f'got {out_type!r}')
-        C = a['embed_dims']
-        self.embed_dims, self.out_type, self.final_norm = C, out_type, final_norm
+        C = self._resolve_host(arch, out_type, final_norm)
         ffn_cfg = dict(LFF_CFG if ffn_cfg is None else ffn_cfg)
         if not isinstance(ffn_cfg.get('type'), str):
             raise TypeError(f'LocalViTT2T: ffn_cfg needs a registered "type" string, '
@@ -220,8 +215,8 @@ class LocalViTT2T(ClassTokenEncoderMixin, TokenParamsFreezeMixin, BaseLSABackbon
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(
             sinusoid_pos_embed(1 + math.prod(self.patch_resolution), C), requires_grad=False)
-        self._build_encoder(a, ffn_cfg, T2T_STRIDE, out_indices, qkv_bias, drop_rate,
-                            attn_drop_rate, drop_path_rate, norm_eps, final_norm)
+        self._build_encoder(ffn_cfg, T2T_STRIDE, out_indices, qkv_bias, drop_rate,
+                            attn_drop_rate, drop_path_rate, norm_eps)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_vit_weights)
         self._freeze_stages()

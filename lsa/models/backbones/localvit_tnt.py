@@ -16,7 +16,7 @@ from lsa.models.layers.weight_init import init_vit_weights
 from lsa.registry import MODELS
 from lsa.types import OutIndices
 
-from .base import BaseLSABackbone, TokenParamsFreezeMixin, resolve_arch
+from .base import BaseLSABackbone, TokenParamsFreezeMixin, check_out_type, resolve_arch
 from .localvit import LFF_CFG
 
 __all__ = ['LocalViTTNT', 'TNTAttention']  # the attention's former home
@@ -118,11 +118,8 @@ class LocalViTTNT(TokenParamsFreezeMixin, BaseLSABackbone):
                  init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages, norm_eval, with_cp, init_cfg, compile)
         a = resolve_arch(type(self).__name__, arch, self.arch_zoo, self.essential_keys)
-        if out_type not in ('cls_token', 'featmap'):
-            raise ValueError(f"LocalViTTNT: out_type must be 'cls_token' or 'featmap', "
-                             f'got {out_type!r}')
+        self.out_type = check_out_type(type(self).__name__, out_type)
         C, c, depth = a['embed_dims'], a['inner_dims'], a['depth']
-        self.out_type = out_type
         img_size = to_2tuple(img_size)
         self.patch_resolution = (img_size[0] // patch_size, img_size[1] // patch_size)
         self.pixel_embed = PixelEmbed(in_channels, c, patch_size, first_stride)

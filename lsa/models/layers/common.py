@@ -99,6 +99,20 @@ def nlc_to_nchw(x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
     return x.transpose(1, 2).reshape(B, C, H, W)
 
 
+def check_tokens(owner: str, x: Tensor, hw_shape: tuple[int, int],
+                 dim: int) -> tuple[int, int, int]:
+    """Check that ``x`` is (B, H*W, ``dim``) tokens of an ``hw_shape`` map; return (B, L, C).
+
+    Raises ``ValueError`` naming ``owner``, the expected and the given shape.
+    """
+    B, L, C = x.shape
+    H, W = hw_shape
+    if L != H * W or C != dim:
+        raise ValueError(f'{owner}: expected (B, {H}*{W}, {dim}) tokens '
+                         f'for hw_shape={tuple(hw_shape)}, got {tuple(x.shape)}')
+    return B, L, C
+
+
 def nchw_to_nlc(x: Tensor) -> Tensor:
     """(B, C, H, W) -> (B, H*W, C)."""
     return x.flatten(2).transpose(1, 2)

@@ -11,6 +11,8 @@ from torch import Tensor
 from lsa.ops import elsa
 from lsa.registry import MODELS
 
+from .common import check_tokens
+
 
 @MODELS.register_module()
 class ELSAAttention(nn.Module):
@@ -145,11 +147,8 @@ class ELSAAttention(nn.Module):
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """(B, H*W, C) tokens of an ``hw_shape`` map -> (B, (H//s)*(W//s), C)."""
-        B, L, C = x.shape
+        B, _, C = check_tokens(type(self).__name__, x, hw_shape, self.dim)
         H, W = hw_shape
-        if L != H * W or C != self.dim:
-            raise ValueError(f'{type(self).__name__}: expected (B, {H}*{W}, {self.dim}) tokens '
-                             f'for hw_shape={tuple(hw_shape)}, got {tuple(x.shape)}')
         G, k, s = self.num_heads, self.kernel_size, self.stride
         Q, Cv = self.dim_qk, self.dim_v
         Ho, Wo = H // s, W // s

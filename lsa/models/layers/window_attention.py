@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lsa.registry import MODELS
 
-from .common import window_partition, window_reverse
+from .common import check_tokens, window_partition, window_reverse
 
 
 def relative_position_index(window_size: int) -> Tensor:
@@ -144,11 +144,8 @@ class ShiftWindowAttention(nn.Module):
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
         """(B, H*W, C) tokens of an ``hw_shape`` map -> (B, H*W, C)."""
-        B, L, C = x.shape
+        B, _, C = check_tokens(type(self).__name__, x, hw_shape, self.dim)
         H, W = hw_shape
-        if L != H * W or C != self.dim:
-            raise ValueError(f'{type(self).__name__}: expected (B, {H}*{W}, {self.dim}) tokens '
-                             f'for hw_shape={tuple(hw_shape)}, got {tuple(x.shape)}')
         ws = self.window_size
         shift = self.shift_size
         if min(H, W) <= ws and not self.pad_small_map:

@@ -21,6 +21,8 @@ shapes_test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
+_shapes_coco = dict(  # both splits' dataset: the files below data_root, the three classes
+    type='CocoDataset', data_root=shapes_data_root, metainfo=dict(classes=shapes_classes))
 shapes_train_dataloader = dict(
     batch_size=4,
     num_workers=0,
@@ -28,9 +30,7 @@ shapes_train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
     batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(
-        type='CocoDataset',
-        data_root=shapes_data_root,
-        metainfo=dict(classes=shapes_classes),
+        _shapes_coco,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='train/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=32),
@@ -42,9 +42,7 @@ shapes_val_dataloader = dict(
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type='CocoDataset',
-        data_root=shapes_data_root,
-        metainfo=dict(classes=shapes_classes),
+        _shapes_coco,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'),
         test_mode=True,

@@ -4,7 +4,8 @@
 # <= 512 r) of the original image, each also flipped; the softmax outputs are averaged.
 # mmseg 1.x's own tta_pipeline rescales the original image by r instead (other sizes).
 # Run it with mmseg's `tools/test.py CONFIG CKPT --tta` (it swaps in `tta_pipeline`/`tta_model`).
-_base_ = 'mmseg::_base_/datasets/ade20k.py'
+# Loading: 8 GPUs x 2 images, as the official ELSA UPerNet recipe (ade20k_8x2.py).
+_base_ = './ade20k_8x2.py'
 
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 tta_pipeline = [
