@@ -32,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--work-root', default='work_dirs/demo_spread')
     parser.add_argument('--epochs', type=int, help='LSA_DEMO_EPOCHS (default: the config)')
     parser.add_argument('--num-train', type=int, help='LSA_DEMO_NUM_TRAIN (default: demo)')
+    parser.add_argument('--reuse', action='store_true',
+                        help='take a run whose row.json exists in its work folder instead of '
+                        'running it again (to run seeds/threads in parallel invocations and '
+                        'then print one table over all of them)')
     args = parser.parse_args(argv)
     if min(args.threads) < 1:
         parser.error('--threads must be >= 1')
@@ -39,8 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def one_run(seed: int, threads: int, root: Path, args: argparse.Namespace) -> dict:
-    """Run the demo once and read back its test metrics and logged training losses."""
+    """Run the demo once and read back its test metrics and logged training losses.
+
+    The row is also written to ``<work>/row.json`` (what ``--reuse`` reads back).
+    """
     work = root / f'seed{seed}_t{threads}'
+    if args.reuse and (work / 'row.json').is_file():
+        return json.loads((work / 'row.json').read_text())
     env = dict(os.environ, LSA_DEMO_SEED=str(seed), OMP_NUM_THREADS=str(threads),
                LSA_DEMO_WORK_DIR=str(work), LSA_DEMO_DATA=str(root / f'data_seed{seed}'),
                PYTHON=sys.executable)
@@ -63,6 +72,7 @@ def one_run(seed: int, threads: int, root: Path, args: argparse.Namespace) -> di
         losses = [rec['loss'] for rec in map(json.loads, f) if 'loss' in rec]
     row = {k: metrics[f'coco/{k}'] for k in KEYS}
     row.update(loss_ratio=losses[-1] / losses[0], wall_s=wall, seed=seed, threads=threads)
+    (work / 'row.json').write_text(json.dumps(row))
     return row
 
 
