@@ -1,4 +1,5 @@
 """lsa.compat: nothing happens at import; each fix of apply() is needed and works."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -58,15 +59,6 @@ def test_importing_lsa_changes_nothing_outside_it():
         assert "'torchvision::nms'" in changed
 
 
-def test_compat_apply_module_applies_on_import():
-    res = _run("""
-        import mmengine.runner.checkpoint as ck
-        import lsa.compat_apply
-        assert ck.CheckpointLoader._schemes[''].__module__ == 'lsa.apis.checkpoint_loading'
-    """)
-    assert res.returncode == 0, res.stderr
-
-
 def _mmengine_style_checkpoint(path):
     """A checkpoint as mmengine's Runner writes it: the message hub pickles HistoryBuffer."""
     from mmengine.logging import MessageHub
@@ -76,47 +68,87 @@ def _mmengine_style_checkpoint(path):
                 'message_hub': hub.state_dict()}, path)
 
 
-def test_mmengine_checkpoint_loading_needs_the_fix(tmp_path):
-    """Without apply() mmengine cannot load its own checkpoint; with it, it can (safely)."""
-    path = str(tmp_path / 'epoch_1.pth')
-    _mmengine_style_checkpoint(path)
-    res = _run(f"""
-        import lsa.models
+#: Runs each named check of ``CHECKS`` in this interpreter and prints {name: error or None}.
+_CHECK_RUNNER = """
+    import json, traceback
+    results = {}
+    for name, check in CHECKS.items():
+        try:
+            check()
+            results[name] = None
+        except BaseException:
+            results[name] = traceback.format_exc()
+    print('RESULTS ' + json.dumps(results))
+"""
+
+
+def _checks(prelude: str, checks: str, path: str) -> dict:
+    """One fresh interpreter: ``prelude``, then every check (their results by name)."""
+    res = _run(textwrap.dedent(prelude) + f'CKPT = {path!r}\n' + textwrap.dedent(checks)
+               + textwrap.dedent(_CHECK_RUNNER))
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith('RESULTS ')]
+    assert res.returncode == 0 and lines, res.stderr
+    return json.loads(lines[-1][len('RESULTS '):])
+
+
+_CHECKS = """
+    def set_device():
+        import torch
+        torch.cuda.set_device(0)
+
+    def load_mmengine_checkpoint():
         from mmengine.runner.checkpoint import _load_checkpoint
-        _load_checkpoint({path!r}, map_location='cpu')
-    """)
-    assert res.returncode != 0 and 'Weights only load failed' in res.stderr
-    res = _run(f"""
-        import lsa.compat_apply
-        from mmengine.runner.checkpoint import _load_checkpoint
-        ckpt = _load_checkpoint({path!r}, map_location='cpu')
+        ckpt = _load_checkpoint(CKPT, map_location='cpu')
         assert 'train/loss' in ckpt['message_hub']['log_scalars']
-    """)
-    assert res.returncode == 0, res.stderr
+
+    def toolboxes_with_torchvision():  # last: a failed torchvision import leaves debris
+        import torch, torchvision, mmpretrain.models, mmdet.models
+        from torchvision.ops import box_iou
+        assert box_iou(torch.tensor([[0., 0, 2, 2]]), torch.tensor([[0., 0, 2, 2]])).item() == 1
+
+    def loader_scheme_is_lsas():
+        import mmengine.runner.checkpoint as ck
+        assert ck.CheckpointLoader._schemes[''].__module__ == 'lsa.apis.checkpoint_loading'
+
+    CHECKS = dict(set_device=set_device, load=load_mmengine_checkpoint,
+                  scheme=loader_scheme_is_lsas, toolboxes=toolboxes_with_torchvision)
+"""
+
+
+@pytest.fixture(scope='module')
+def fresh_results(tmp_path_factory) -> dict:
+    """The same checks in two fresh interpreters: with lsa imported only, and after
+    ``import lsa.compat_apply`` (two start-ups for every fix, instead of two per fix)."""
+    path = str(tmp_path_factory.mktemp('compat') / 'epoch_1.pth')
+    _mmengine_style_checkpoint(path)
+    return {'without': _checks('import lsa.models\n', _CHECKS, path),
+            'with': _checks('import lsa.compat_apply\n', _CHECKS, path)}
+
+
+def test_compat_apply_module_applies_on_import(fresh_results):
+    assert fresh_results['without']['scheme'] is not None  # import lsa alone: mmengine's
+    assert fresh_results['with']['scheme'] is None, fresh_results['with']['scheme']
+
+
+def test_mmengine_checkpoint_loading_needs_the_fix(fresh_results):
+    """Without apply() mmengine cannot load its own checkpoint; with it, it can (safely)."""
+    assert 'Weights only load failed' in (fresh_results['without']['load'] or '')
+    assert fresh_results['with']['load'] is None, fresh_results['with']['load']
 
 
 @pytest.mark.skipif(torch.cuda.is_available() or torch.version.cuda is not None,
                     reason='the torchvision shim only matters on a CPU-only torch')
-def test_torchvision_and_mmpretrain_import_on_cpu_torch():
+def test_torchvision_and_mmpretrain_import_on_cpu_torch(fresh_results):
     pytest.importorskip('torchvision')
-    res = _run('import lsa.models, torchvision')
-    assert res.returncode != 0 and 'torchvision::nms' in res.stderr, (
+    assert 'torchvision::nms' in (fresh_results['without']['toolboxes'] or ''), (
         'torchvision imports without the shim: the fix may no longer be needed')
-    res = _run("""
-        import lsa.compat_apply, torchvision, mmpretrain.models, mmdet.models
-        from torchvision.ops import box_iou
-        import torch
-        assert box_iou(torch.tensor([[0., 0, 2, 2]]), torch.tensor([[0., 0, 2, 2]])).item() == 1
-    """)
-    assert res.returncode == 0, res.stderr
+    assert fresh_results['with']['toolboxes'] is None, fresh_results['with']['toolboxes']
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only torch behaviour')
-def test_cpu_set_device_is_a_noop_after_apply():
-    res = _run('import lsa.models, torch; torch.cuda.set_device(0)')
-    assert res.returncode != 0  # what mmengine's dist init hits on CPU torch
-    res = _run('from lsa.compat import apply; apply(); import torch; torch.cuda.set_device(0)')
-    assert res.returncode == 0, res.stderr
+def test_cpu_set_device_is_a_noop_after_apply(fresh_results):
+    assert fresh_results['without']['set_device'] is not None  # what mmengine's gloo init hits
+    assert fresh_results['with']['set_device'] is None, fresh_results['with']['set_device']
 
 
 def test_numpy_in1d_restored(monkeypatch):

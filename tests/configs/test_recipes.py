@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mmengine.config import Config
 
 import lsa.compat_apply  # noqa: F401  (compat fixes before any toolbox import)
@@ -101,10 +102,6 @@ RECIPES = {
 }
 
 
-def load(path: str) -> Config:
-    return Config.fromfile(str(ROOT / path))
-
-
 def published() -> list[str]:
     return sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / 'configs').rglob('*.py')
                   if '_base_' not in p.parts and 'demo' not in p.parts)
@@ -121,19 +118,20 @@ def build_for_optimizer(cfg: Config, what: str):
     init_default_scope(cfg.default_scope)
     registry = importlib.import_module(f'{cfg.default_scope}.registry').MODELS
     model_cfg = copy.deepcopy(cfg.model)
-    if what == 'model':
-        return registry.build(model_cfg)
-    holder = nn.Module()
-    holder.backbone = registry.build(model_cfg.backbone)
-    return holder
+    with torch.device('meta'):  # names and shapes are all the constructor reads: no weights
+        if what == 'model':
+            return registry.build(model_cfg)
+        holder = nn.Module()
+        holder.backbone = registry.build(model_cfg.backbone)
+        return holder
 
 
 @pytest.mark.parametrize('path', sorted(RECIPES))
-def test_weight_decay_matches_official_rule(path):
+def test_weight_decay_matches_official_rule(path, load_config):
     from mmengine.optim import build_optim_wrapper
 
     base_wd, decayed, what = RECIPES[path]
-    cfg = load(path)
+    cfg = load_config(path)
     model = build_for_optimizer(cfg, what)
     optim_cfg = copy.deepcopy(cfg.optim_wrapper)
     optim_cfg['type'] = 'OptimWrapper'  # AmpOptimWrapper needs a GPU; decay is the constructor's
@@ -180,11 +178,11 @@ def aug_test_sizes(h: int, w: int) -> set:
 
 @pytest.mark.parametrize('path', ELSA_SEG)
 @pytest.mark.parametrize('hw', [(375, 500), (300, 2000), (683, 512)])
-def test_elsa_seg_tta_is_the_official_aug_test(path, hw):
+def test_elsa_seg_tta_is_the_official_aug_test(path, hw, load_config):
     from mmengine.registry import init_default_scope
     from mmseg.registry import TRANSFORMS
 
-    cfg = load(path)
+    cfg = load_config(path)
     init_default_scope('mmseg')
     assert cfg.tta_model.type == 'SegTTAModel'
     load_img, tta = cfg.tta_pipeline

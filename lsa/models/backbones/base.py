@@ -199,7 +199,7 @@ class ClassTokenEncoderMixin:
         arch = self.arch_settings
         C, depth = arch['embed_dims'], arch['depth']
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
         self.blocks = nn.ModuleList(
             LocalViTBlock(C, MultiheadSelfAttention(C, arch['num_heads'], qkv_bias,
                                                     attn_drop_rate, drop_rate),

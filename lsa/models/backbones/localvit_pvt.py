@@ -62,7 +62,7 @@ class LocalViTPVT(TokenParamsFreezeMixin, BaseLSABackbone):
         img_size = to_2tuple(img_size)
         self.out_type = out_type
         ffn_cfg = dict(LFF_CFG if ffn_cfg is None else ffn_cfg)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device='cpu').tolist()
         strides, cur, in_ch = [], 0, in_channels
         self.pos_hw = []
         for s in range(n):

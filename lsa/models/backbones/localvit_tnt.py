@@ -131,7 +131,7 @@ class LocalViTTNT(TokenParamsFreezeMixin, BaseLSABackbone):
         self.patch_pos = nn.Parameter(torch.zeros(1, 1 + math.prod(self.patch_resolution), C))
         self.pixel_pos = nn.Parameter(torch.zeros(1, c, k, k))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = torch.linspace(0, drop_path_rate, depth, device='cpu').tolist()
         ffn_cfg = dict(LFF_CFG if ffn_cfg is None else ffn_cfg)
         self.blocks = nn.ModuleList(
             TNTBlock(C, c, k * k, a['num_heads'], a['inner_num_heads'], a['mlp_ratio'], ffn_cfg,
