@@ -1,14 +1,18 @@
 """End to end through tools/: generate data, train, checkpoint, resume, test with --eval.
 
 Every task runs its real config (configs/{cls,det,seg}) shrunk by a tiny config in
-tests/e2e/configs/ on generated data, in subprocesses exactly as a user types the commands:
-one per toolbox trains, resumes and tests; HTC and Cascade train and test. Plus a 2-process
-CPU (gloo) run through tools/dist_train.sh / dist_test.sh and a shortened demo/run_demo.sh
-(every stage and output, not how well it learns).
+tests/e2e/configs/ on generated data through ``main(argv)`` of tools/train.py and
+tools/test.py, the functions the commands run (in this process: an interpreter start-up with
+the toolboxes costs several seconds per command): one per toolbox trains, resumes and tests;
+HTC and Cascade train and test. The commands themselves, in fresh processes as a user types
+them, run in a 2-process CPU (gloo) run through tools/dist_train.sh / dist_test.sh and in a
+shortened demo/run_demo.sh (train.py, test.py, the drawing script: every stage and output,
+not how well it learns).
 """
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import math
 import os
@@ -52,10 +56,6 @@ def run(args: list[str], env: dict, timeout: int = 600) -> str:
     return out
 
 
-def tool(name: str, *args: str) -> list[str]:
-    return [sys.executable, str(REPO / 'tools' / name), *args]
-
-
 def load_ckpt(path: Path) -> dict:
     return torch.load(path, map_location='cpu', weights_only=False)
 
@@ -88,32 +88,51 @@ TRAIN_TEST_ONLY = {
 }
 
 
+def tool_main(name: str):
+    """``tools/<name>``'s ``main(argv)``, the function the command runs, for in-process use."""
+    spec = importlib.util.spec_from_file_location(f'lsa_tools_{name[:-3]}', REPO / 'tools' / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture
+def tools_env(data_env, monkeypatch):
+    """The data locations the tiny configs read, in this process's environment."""
+    for key in ('LSA_DEMO_COCO', 'LSA_E2E_ADE', 'LSA_E2E_CLS'):
+        monkeypatch.setenv(key, data_env[key])
+
+
 def check_test_run(cfg: str, ckpt: Path, test_dir: Path, metrics: list[str], keys: list[str],
-                   bounds: tuple[float, float], env: dict) -> None:
-    """tools/test.py with the OpenMMLab 2.x --eval spelling writes every expected metric."""
-    run(tool('test.py', cfg, str(ckpt), '--work-dir', str(test_dir), '--eval', *metrics), env)
-    result = test_metrics(test_dir)
+                   bounds: tuple[float, float]) -> None:
+    """tools/test.py with the OpenMMLab 2.x --eval spelling returns and logs every metric."""
+    result = tool_main('test.py')([cfg, str(ckpt), '--work-dir', str(test_dir),
+                                   '--eval', *metrics])
+    dumped = test_metrics(test_dir)  # what the logger wrote for this run
     for key in keys:
-        assert key in result, (key, result)
-        assert bounds[0] <= result[key] <= bounds[1], (key, result[key])
+        assert bounds[0] <= result[key] <= bounds[1], (key, result)
+        assert dumped[key] == pytest.approx(result[key]), (key, dumped, result)
 
 
 @pytest.mark.parametrize('task', list(TASKS))
-def test_train_resume_test(task, data_env, tmp_path):
+def test_train_resume_test(task, tools_env, tmp_path, capfd):
     cfg_name, unit, first, iters1, metrics, keys = TASKS[task]
     cfg = str(CONFIGS / cfg_name)
     work_dir = tmp_path / 'work'
     length_key = 'train_cfg.max_epochs' if unit == 'epoch' else 'train_cfg.max_iters'
+    train = tool_main('train.py')
 
     # 1. train and checkpoint
-    run(tool('train.py', cfg, '--work-dir', str(work_dir)), data_env)
+    train([cfg, '--work-dir', str(work_dir)])
     ckpt1 = load_ckpt(work_dir / f'{unit}_{first}.pth')
     assert ckpt1['meta']['iter'] == iters1
     assert {'state_dict', 'optimizer', 'message_hub'} <= set(ckpt1)
 
     # 2. resume from the latest checkpoint and train as long again: the count continues
-    out = run(tool('train.py', cfg, '--work-dir', str(work_dir), '--resume',
-                   '--cfg-options', f'{length_key}={2 * first}'), data_env)
+    capfd.readouterr()
+    train([cfg, '--work-dir', str(work_dir), '--resume',
+           '--cfg-options', f'{length_key}={2 * first}'])
+    out = ''.join(capfd.readouterr())
     assert re.search(rf'resumed epoch: {ckpt1["meta"]["epoch"]}, iter: {iters1}', out), out[-3000:]
     ckpt2 = load_ckpt(work_dir / f'{unit}_{2 * first}.pth')
     assert ckpt2['meta']['iter'] == 2 * iters1
@@ -132,19 +151,18 @@ def test_train_resume_test(task, data_env, tmp_path):
     # 3. test
     bounds = (0.0, 100.0) if task in ('cls_san', 'upernet_elsa_swin') else (-1.0, 1.0)
     check_test_run(cfg, work_dir / f'{unit}_{2 * first}.pth', tmp_path / 'test', metrics, keys,
-                   bounds, data_env)
+                   bounds)
 
 
 @pytest.mark.parametrize('task', list(TRAIN_TEST_ONLY))
-def test_train_test(task, data_env, tmp_path):
+def test_train_test(task, tools_env, tmp_path):
     cfg_name, metrics, keys = TRAIN_TEST_ONLY[task]
     cfg = str(CONFIGS / cfg_name)
     work_dir = tmp_path / 'work'
-    run(tool('train.py', cfg, '--work-dir', str(work_dir)), data_env)
+    tool_main('train.py')([cfg, '--work-dir', str(work_dir)])
     ckpt = load_ckpt(work_dir / 'epoch_1.pth')
     assert ckpt['meta']['iter'] == 2  # 4 images / batch 2
-    check_test_run(cfg, work_dir / 'epoch_1.pth', tmp_path / 'test', metrics, keys, (-1.0, 1.0),
-                   data_env)
+    check_test_run(cfg, work_dir / 'epoch_1.pth', tmp_path / 'test', metrics, keys, (-1.0, 1.0))
 
 
 def _free_port() -> int:
