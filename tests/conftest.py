@@ -1,5 +1,7 @@
-"""Shared fixtures: seeding and device parametrisation."""
+"""Shared fixtures: seeding, device parametrisation, loading the repository's scripts."""
+import importlib.util
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,24 @@ def _seed():
 @pytest.fixture(params=DEVICES)
 def device(request):
     return torch.device(request.param)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_script(rel: str):
+    path = REPO / rel
+    spec = importlib.util.spec_from_file_location(f'lsa_script_{path.stem}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='session')
+def load_script():
+    """``load_script('tools/train.py')``: a script of the repository as a module (its
+    ``main(argv)`` is what the command runs), loaded from its file as the command would."""
+    return _load_script
 
 
 _FOLDER_SECONDS: dict[str, float] = {}

@@ -12,7 +12,6 @@ not how well it learns).
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -88,14 +87,6 @@ TRAIN_TEST_ONLY = {
 }
 
 
-def tool_main(name: str):
-    """``tools/<name>``'s ``main(argv)``, the function the command runs, for in-process use."""
-    spec = importlib.util.spec_from_file_location(f'lsa_tools_{name[:-3]}', REPO / 'tools' / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 @pytest.fixture
 def tools_env(data_env, monkeypatch):
     """The data locations the tiny configs read, in this process's environment."""
@@ -103,11 +94,10 @@ def tools_env(data_env, monkeypatch):
         monkeypatch.setenv(key, data_env[key])
 
 
-def check_test_run(cfg: str, ckpt: Path, test_dir: Path, metrics: list[str], keys: list[str],
-                   bounds: tuple[float, float]) -> None:
+def check_test_run(test_main, cfg: str, ckpt: Path, test_dir: Path, metrics: list[str],
+                   keys: list[str], bounds: tuple[float, float]) -> None:
     """tools/test.py with the OpenMMLab 2.x --eval spelling returns and logs every metric."""
-    result = tool_main('test.py')([cfg, str(ckpt), '--work-dir', str(test_dir),
-                                   '--eval', *metrics])
+    result = test_main([cfg, str(ckpt), '--work-dir', str(test_dir), '--eval', *metrics])
     dumped = test_metrics(test_dir)  # what the logger wrote for this run
     for key in keys:
         assert bounds[0] <= result[key] <= bounds[1], (key, result)
@@ -115,12 +105,12 @@ def check_test_run(cfg: str, ckpt: Path, test_dir: Path, metrics: list[str], key
 
 
 @pytest.mark.parametrize('task', list(TASKS))
-def test_train_resume_test(task, tools_env, tmp_path, capfd):
+def test_train_resume_test(task, tools_env, tmp_path, capfd, load_script):
     cfg_name, unit, first, iters1, metrics, keys = TASKS[task]
     cfg = str(CONFIGS / cfg_name)
     work_dir = tmp_path / 'work'
     length_key = 'train_cfg.max_epochs' if unit == 'epoch' else 'train_cfg.max_iters'
-    train = tool_main('train.py')
+    train = load_script('tools/train.py').main
 
     # 1. train and checkpoint
     train([cfg, '--work-dir', str(work_dir)])
@@ -150,19 +140,20 @@ def test_train_resume_test(task, tools_env, tmp_path, capfd):
 
     # 3. test
     bounds = (0.0, 100.0) if task in ('cls_san', 'upernet_elsa_swin') else (-1.0, 1.0)
-    check_test_run(cfg, work_dir / f'{unit}_{2 * first}.pth', tmp_path / 'test', metrics, keys,
-                   bounds)
+    check_test_run(load_script('tools/test.py').main, cfg, work_dir / f'{unit}_{2 * first}.pth',
+                   tmp_path / 'test', metrics, keys, bounds)
 
 
 @pytest.mark.parametrize('task', list(TRAIN_TEST_ONLY))
-def test_train_test(task, tools_env, tmp_path):
+def test_train_test(task, tools_env, tmp_path, load_script):
     cfg_name, metrics, keys = TRAIN_TEST_ONLY[task]
     cfg = str(CONFIGS / cfg_name)
     work_dir = tmp_path / 'work'
-    tool_main('train.py')([cfg, '--work-dir', str(work_dir)])
+    load_script('tools/train.py').main([cfg, '--work-dir', str(work_dir)])
     ckpt = load_ckpt(work_dir / 'epoch_1.pth')
     assert ckpt['meta']['iter'] == 2  # 4 images / batch 2
-    check_test_run(cfg, work_dir / 'epoch_1.pth', tmp_path / 'test', metrics, keys, (-1.0, 1.0))
+    check_test_run(load_script('tools/test.py').main, cfg, work_dir / 'epoch_1.pth',
+                   tmp_path / 'test', metrics, keys, (-1.0, 1.0))
 
 
 def _free_port() -> int:

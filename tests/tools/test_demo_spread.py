@@ -1,20 +1,11 @@
 """tools/misc/demo_spread.py: rows read back with --reuse, and the mean (min-max) summary."""
-import importlib.util
 import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _spread():
-    spec = importlib.util.spec_from_file_location('demo_spread_under_test',
-                                                  REPO / 'tools/misc/demo_spread.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_reuse_reads_rows_and_summarises_per_thread_count(tmp_path, capsys):
+def test_reuse_reads_rows_and_summarises_per_thread_count(tmp_path, capsys, load_script):
     rows = {(0, 1): 0.50, (1, 1): 0.60, (0, 2): 0.40}
     for (seed, threads), value in rows.items():
         work = tmp_path / f'seed{seed}_t{threads}'
@@ -22,7 +13,7 @@ def test_reuse_reads_rows_and_summarises_per_thread_count(tmp_path, capsys):
         row = dict(bbox_mAP=value, bbox_mAP_50=0.7, segm_mAP=value + 0.1, segm_mAP_50=0.7,
                    loss_ratio=0.2, wall_s=400.0 + 2 * seed, seed=seed, threads=threads)
         (work / 'row.json').write_text(json.dumps(row))
-    out_rows = _spread().main(['--seeds', '0', '1', '--threads', '1', '--work-root',
+    out_rows = load_script('tools/misc/demo_spread.py').main(['--seeds', '0', '1', '--threads', '1', '--work-root',
                                str(tmp_path), '--reuse'])
     assert [r['bbox_mAP'] for r in out_rows] == [0.50, 0.60]  # read back, nothing run
     out = capsys.readouterr().out

@@ -1,5 +1,4 @@
 """tools/*.py command lines on real configs, in process (no training)."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,15 +8,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_CFG = str(REPO / 'configs/det/demo/mask_rcnn_lesa_tiny_demo.py')
 
 
-def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(Path(rel).stem, REPO / rel)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_test_py_maps_eval_onto_the_demo_config(tmp_path):
-    test_py = _load('tools/test.py')
+def test_test_py_maps_eval_onto_the_demo_config(tmp_path, load_script):
+    test_py = load_script('tools/test.py')
     args = test_py.parse_args([DEMO_CFG, 'ckpt.pth', '--eval', 'segm', '--work-dir',
                                str(tmp_path), '--show-dir', str(tmp_path / 'vis')])
     cfg = test_py.build_cfg(args)
@@ -33,8 +25,8 @@ def test_test_py_maps_eval_onto_the_demo_config(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU-only adaptation')
-def test_train_py_cpu_launcher_resume_and_atomic_checkpoints(tmp_path):
-    train_py = _load('tools/train.py')
+def test_train_py_cpu_launcher_resume_and_atomic_checkpoints(tmp_path, load_script):
+    train_py = load_script('tools/train.py')
     args = train_py.parse_args([DEMO_CFG, '--launcher', 'pytorch', '--resume', 'auto',
                                 '--cfg-options', 'train_cfg.max_epochs=3'])
     cfg = train_py.build_cfg(args)
@@ -53,8 +45,8 @@ def test_train_py_cpu_launcher_resume_and_atomic_checkpoints(tmp_path):
         train_py.build_cfg(train_py.parse_args([DEMO_CFG, '--amp']))
 
 
-def test_get_flops_on_the_demo_detector(capsys):
-    info = _load('tools/analysis_tools/get_flops.py').main([DEMO_CFG, '--shape', '96', '128'])
+def test_get_flops_on_the_demo_detector(capsys, load_script):
+    info = load_script('tools/analysis_tools/get_flops.py').main([DEMO_CFG, '--shape', '96', '128'])
     out = capsys.readouterr().out
     assert 'Input shape: (96, 128)' in out and 'Flops:' in out
     # same parameter count as the model itself

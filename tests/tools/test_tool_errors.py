@@ -1,5 +1,4 @@
 """Every tool failure names its cause: the messages, and that nothing unsafe or silent happens."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -25,13 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_CFG = str(REPO / 'configs/det/demo/mask_rcnn_lesa_tiny_demo.py')
 
 
-def _load(rel: str):
-    spec = importlib.util.spec_from_file_location(Path(rel).stem + '_under_test', REPO / rel)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _exit_message(call) -> str:
     with pytest.raises(SystemExit) as info:
         call()
@@ -53,13 +45,13 @@ def demo_env(demo_data, monkeypatch):
 
 # -- datasets ---------------------------------------------------------------------------------
 
-def test_missing_dataset_names_the_path_and_the_docs(tmp_path, monkeypatch):
+def test_missing_dataset_names_the_path_and_the_docs(tmp_path, monkeypatch, load_script):
     monkeypatch.setenv('LSA_DEMO_COCO', f'{tmp_path}/no_such_coco/')
-    msg = _exit_message(lambda: _load('tools/train.py').main([DEMO_CFG, '--work-dir',
+    msg = _exit_message(lambda: load_script('tools/train.py').main([DEMO_CFG, '--work-dir',
                                                               str(tmp_path / 'w')]))
     assert 'dataset not found' in msg and 'no_such_coco/annotations/instances_train.json' in msg
     assert 'docs/get_started.md#prepare-datasets' in msg and 'CocoDataset' in msg
-    msg = _exit_message(lambda: _load('tools/test.py').main([DEMO_CFG, 'x.pth']))
+    msg = _exit_message(lambda: load_script('tools/test.py').main([DEMO_CFG, 'x.pth']))
     assert 'no_such_coco/annotations/instances_val.json' in msg
     assert '## Prepare datasets' in (REPO / 'docs/get_started.md').read_text()
 
@@ -82,8 +74,8 @@ def test_dataset_check_looks_through_wrappers_and_evaluators(tmp_path):
 
 # -- schedule and demo knobs ------------------------------------------------------------------
 
-def test_demo_settings_out_of_range(monkeypatch):
-    train_py = _load('tools/train.py')
+def test_demo_settings_out_of_range(monkeypatch, load_script):
+    train_py = load_script('tools/train.py')
     for bad in ('0', '-3', 'two'):
         monkeypatch.setenv('LSA_DEMO_EPOCHS', bad)
         with pytest.raises(ValueError, match=f"LSA_DEMO_EPOCHS must be an integer >= 1, got "
@@ -102,8 +94,8 @@ def test_demo_settings_out_of_range(monkeypatch):
     check_demo_env({'LSA_DEMO_EPOCHS': '4', 'LSA_DEMO_SEED': '0'})
 
 
-def test_demo_data_counts_out_of_range(capsys):
-    make_data = _load('tools/misc/make_demo_data.py')
+def test_demo_data_counts_out_of_range(capsys, load_script):
+    make_data = load_script('tools/misc/make_demo_data.py')
     for flag, value in (('--num-train', '0'), ('--num-val', '-2'), ('--seed', '-1')):
         with pytest.raises(SystemExit):
             make_data.parse_args(['coco', 'out', flag, value])
@@ -170,36 +162,37 @@ def test_dist_train_says_it_once_before_any_process_starts(tmp_path):
 
 # -- checkpoints given to the tools -----------------------------------------------------------
 
-def test_untrusted_checkpoint_refused_by_test_train_and_demo(demo_env, payload, tmp_path):
+def test_untrusted_checkpoint_refused_by_test_train_and_demo(demo_env, payload, tmp_path,
+                                                             load_script):
     path, marker = payload
-    msg = _exit_message(lambda: _load('tools/test.py').main(
+    msg = _exit_message(lambda: load_script('tools/test.py').main(
         [DEMO_CFG, path, '--work-dir', str(tmp_path / 't')]))
     assert 'refusing to load' in msg and 'io.open' in msg and '--trust-checkpoint' in msg
-    msg = _exit_message(lambda: _load('tools/train.py').main(
+    msg = _exit_message(lambda: load_script('tools/train.py').main(
         [DEMO_CFG, '--resume', path, '--work-dir', str(tmp_path / 'w')]))
     assert 'refusing to load' in msg
     img = str(demo_env / 'val' / '000000.jpg')
-    msg = _exit_message(lambda: _load('demo/image_demo.py').main(
+    msg = _exit_message(lambda: load_script('demo/image_demo.py').main(
         [img, DEMO_CFG, path, '--out-file', str(tmp_path / 'o.png'), '--device', 'cpu']))
     assert 'refusing to load' in msg
     assert not marker.exists()
     # the explicit opt-in: the file is unpickled (payload runs), then its weights are checked
-    msg = _exit_message(lambda: _load('tools/test.py').main(
+    msg = _exit_message(lambda: load_script('tools/test.py').main(
         [DEMO_CFG, path, '--work-dir', str(tmp_path / 't'), '--trust-checkpoint']))
     assert marker.exists() and 'evil.pth leaves' in msg
 
 
-def test_wrong_checkpoint_is_refused_not_silently_tested(demo_env, tmp_path):
+def test_wrong_checkpoint_is_refused_not_silently_tested(demo_env, tmp_path, load_script):
     wrong = str(tmp_path / 'san_classifier.pth')
     torch.save({'state_dict': {'backbone.conv_in.weight': torch.zeros(64, 3, 1, 1),
                                'head.fc.weight': torch.zeros(10, 2048)}}, wrong)
-    msg = _exit_message(lambda: _load('tools/test.py').main(
+    msg = _exit_message(lambda: load_script('tools/test.py').main(
         [DEMO_CFG, wrong, '--work-dir', str(tmp_path / 't'), '--eval', 'bbox']))
     assert 'san_classifier.pth leaves' in msg and '(100% of its parameters) unloaded' in msg
     assert 'backbone.' in msg and 'roi_head.' in msg and '--allow-partial' in msg
     text = tmp_path / 'notes.txt'
     text.write_text('not a checkpoint')
-    msg = _exit_message(lambda: _load('tools/test.py').main([DEMO_CFG, str(text)]))
+    msg = _exit_message(lambda: load_script('tools/test.py').main([DEMO_CFG, str(text)]))
     assert 'notes.txt is not a PyTorch checkpoint' in msg
 
 
@@ -231,9 +224,9 @@ def _san_released(tmp_path, drop=None):
     return str(path)
 
 
-def test_converter_errors_name_the_cause(tmp_path, payload):
-    lesa2lsa = _load('tools/model_converters/lesa2lsa.py')
-    san2lsa = _load('tools/model_converters/san2lsa.py')
+def test_converter_errors_name_the_cause(tmp_path, payload, load_script):
+    lesa2lsa = load_script('tools/model_converters/lesa2lsa.py')
+    san2lsa = load_script('tools/model_converters/san2lsa.py')
     san = _san_released(tmp_path)
     msg = _exit_message(lambda: lesa2lsa.main([san, str(tmp_path / 'o.pth')]))
     assert 'is a SAN checkpoint, not a LESA one; use tools/model_converters/san2lsa.py' in msg
