@@ -1,5 +1,8 @@
-"""Shared fixtures: seeding, device parametrisation, loading the repository's scripts."""
+"""Shared fixtures: seeding, registry-scope isolation, device parametrisation, loading the
+repository's scripts; CPU threads per pytest-xdist worker; per-folder times."""
+import copy
 import importlib.util
+import os
 import random
 from pathlib import Path
 
@@ -10,6 +13,30 @@ import torch
 import lsa.compat_apply  # noqa: F401  (lsa.compat.apply() before any toolbox import)
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (pyproject's ``-n``), split the CPU cores between the workers: each
+    worker's torch, and the commands its tests start, use ``cores // workers`` threads
+    instead of every worker using all of them (oversubscribed OpenMP threads spin-wait)."""
+    workers = os.environ.get('PYTEST_XDIST_WORKER_COUNT')
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ['OMP_NUM_THREADS'] = str(threads)
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _isolate_default_scope():
+    """Each test starts from the session's registry scope and leaves it as it found it.
+
+    ``init_default_scope('mmdet')`` in one test would otherwise make a later test's
+    ``mmpretrain`` build look in the mmdet registry: a failure that depends on test order.
+    """
+    from mmengine.registry import DefaultScope
+    saved = copy.copy(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict = saved
 
 
 @pytest.fixture(autouse=True)

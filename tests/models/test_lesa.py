@@ -4,8 +4,6 @@ The block is checked against a functional re-statement of the spec
 (spec_lesa_localvit.md A1.3/A1.4) written below from the *released* state-dict
 layout (A6), so the same check covers the converter's key mapping.
 """
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -375,28 +373,6 @@ def test_dcn_path_builds_with_mmcv():
     full = LESAResNet('r50', form='det', dcn=DCN, stage_with_dcn=(False, True, True, True),
                       frozen_stages=1)
     assert (_n(full), _n(full, trainable=True)) == (22_064_842, 21_839_498)
-
-
-def test_core_imports_without_mmcv(tmp_path):
-    code = (
-        'import sys\n'
-        'for m in ("mmcv", "mmdet", "mmseg", "mmpretrain"):\n'
-        '    sys.modules[m] = None\n'
-        'import torch, lsa.models\n'
-        'from lsa.models.backbones.lesa_resnet import LESAResNet\n'
-        'net = LESAResNet(dict(base_channels=16, stage_blocks=(1, 1, 2, 2), widen_factor=1),'
-        ' form="det").eval()\n'
-        'print(net(torch.randn(1, 3, 64, 64))[0].shape)\n'
-        'try:\n'
-        '    LESAResNet("r50", form="det", dcn=dict(type="DCN"),'
-        ' stage_with_dcn=(False, True, True, True))\n'
-        'except ImportError as e:\n'
-        '    print("ImportError", e)\n')
-    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert 'torch.Size([1, 512, 2, 2])' in res.stdout
-    assert 'ImportError dcn=' in res.stdout and 'mmcv' in res.stdout
 
 
 @pytest.mark.parametrize('cfg, count', [('lesa-r50_4xb32-95e_in1k', 23_777_512),
