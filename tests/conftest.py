@@ -4,6 +4,7 @@ import copy
 import importlib.util
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,7 @@ def _load_script(rel: str):
     path = REPO / rel
     spec = importlib.util.spec_from_file_location(f'lsa_script_{path.stem}', path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -19,6 +19,10 @@ op                                            FLOPs
 ``lsa::subtraction2_forward``                 ``numel(out)`` (one subtraction per tap)
 ``lsa::elsa_forward``                         ``2 * numel(out) * k * k`` (per tap: filter
                                               ``A * M + D``, then the weighted sum)
+``lsa::san_pairwise_forward`` (fused SAN)     what the unfused path counts: relation
+                                              ``P * Cr``, gamma's two BatchNorms ``2 * P *
+                                              (Cr + M)``, its 1x1 convs ``P * M * (Cr + Cw)``,
+                                              aggregation ``numel(out) * K`` (``P = N*K*H*W``)
 ``aten::scaled_dot_product_attention``        ``B * L * S * (E + Ev)`` (``q k^T`` and ``A v``)
 ``aten::matmul`` / ``aten::bmm``              ``prod(batch) * n * k * m``, batch dims broadcast
 ``aten::baddbmm``                             as ``bmm`` (the bias add is not counted)
@@ -73,6 +77,32 @@ def elsa_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
     """ELSA: per output and tap, one MAC for ``A * M + D`` and one for the weighted sum."""
     taps = _shape(inputs[1])[1]  # attn: (Nb, k*k, Ho, Wo)
     return 2 * math.prod(_shape(outputs[0])) * taps
+
+
+def _san_pairwise_sizes(inputs: Sequence[Any]) -> tuple[int, int, int, int]:
+    """(P, Cr, M, Cw) of ``lsa::san_pairwise_forward``: P = N * K * H * W (pixel, tap) pairs."""
+    n, cr, h, w = _shape(inputs[0])  # u1
+    m, cw = _shape(inputs[5])[0], _shape(inputs[7])[0]  # weight1 (M, Cr), weight2 (Cw, M)
+    k = inputs[9].toIValue()  # kernel_size
+    return n * k * k * h * w, cr, m, cw
+
+
+def san_pairwise_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """Fused SAN pairwise attention, counted as the unfused path it replaces (so a model's
+    count does not depend on which path runs; equal at batch 1, where the unfused path's
+    position relation has the batch size too): relation ``u1_i - u2_j`` (``subtraction2``),
+    gamma's BatchNorms at 2 per element (mmengine's eval count; BN2 is folded into the
+    op's conv1), its two 1x1 convs, and the aggregation of ``value``."""
+    p, cr, m, cw = _san_pairwise_sizes(inputs)
+    taps = inputs[9].toIValue() ** 2
+    return p * cr + 2 * p * (cr + m) + p * m * (cr + cw) + math.prod(_shape(outputs[0])) * taps
+
+
+def san_pairwise_counter_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """The fused op under the SAN authors' counter: :func:`san_pairwise_flops` plus gamma's
+    two ReLUs (one per element) and conv2's bias (one per output element)."""
+    p, cr, m, cw = _san_pairwise_sizes(inputs)
+    return san_pairwise_flops(inputs, outputs) + p * (cr + m) + p * cw
 
 
 def sdpa_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
@@ -150,6 +180,7 @@ LSA_FLOP_HANDLES: dict[str, Handle] = {
     'lsa::aggregation_forward': aggregation_flops,
     'lsa::subtraction2_forward': subtraction_flops,
     'lsa::elsa_forward': elsa_flops,
+    'lsa::san_pairwise_forward': san_pairwise_flops,
     'aten::scaled_dot_product_attention': sdpa_flops,
     'aten::matmul': matmul_flops,
     'aten::bmm': matmul_flops,
@@ -175,12 +206,14 @@ def _conv_with_bias(inputs: Sequence[Any], outputs: Sequence[Any]) -> Counter:
 
 #: Opt-in extras that reproduce the SAN authors' counter (``util/complexity.py``): it also
 #: counts ReLU (one per element), max pooling (one per input element) and conv biases
-#: (one per output element), which mmengine's convention leaves out.
+#: (one per output element), which mmengine's convention leaves out; the fused SAN op
+#: hides gamma's ReLUs and conv2 bias from the trace, so it gets its own handle here.
 SAN_COUNTER_HANDLES: dict[str, Handle] = {
     'aten::relu': _numel_of(0),
     'aten::relu_': _numel_of(0),
     'aten::max_pool2d': _numel_of(0),
     'aten::_convolution': _conv_with_bias,
+    'lsa::san_pairwise_forward': san_pairwise_counter_flops,
 }
 
 

@@ -5,7 +5,6 @@ is ``sum_p pixel_map(y, x)[p] * v[p]``: this checks the weights and their layout
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -121,23 +120,16 @@ def test_recorder_rejects_unknown_layers_and_removes_hooks():
     assert not layer.attn_drop._forward_pre_hooks
 
 
-def _load_tool():
-    path = ROOT / 'tools/analysis_tools/vis_attention.py'
-    spec = importlib.util.spec_from_file_location('vis_attention', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @needs_ext
-def test_vis_attention_writes_a_png(tmp_path):
+def test_vis_attention_writes_a_png(tmp_path, load_script):
     from PIL import Image
     img = tmp_path / 'in.png'
     Image.new('RGB', (64, 48), (120, 30, 200)).save(img)
     out = tmp_path / 'att.png'
     cfg = str(ROOT / 'configs/cls/elsa/elsa-swin-t_8xb128_in1k.py')
-    _load_tool().main([str(img), cfg, '--size', '64', '--pixels', '10,20', '40,50',
-                       '--layers', 'stages.0.blocks.0.attn', 'stages.3.blocks.1.attn',
-                       '--out', str(out)])
+    tool = load_script('tools/analysis_tools/vis_attention.py')
+    tool.main([str(img), cfg, '--size', '64', '--pixels', '10,20', '40,50',
+               '--layers', 'stages.0.blocks.0.attn', 'stages.3.blocks.1.attn',
+               '--out', str(out)])
     png = Image.open(out)
     assert png.format == 'PNG' and png.size[0] > 100

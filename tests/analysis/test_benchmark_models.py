@@ -1,23 +1,19 @@
 """benchmarks/models.py: coverage of the model list and the report (no timing here)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location('bench_models', ROOT / 'benchmarks/models.py')
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def bench(load_script):
+    return load_script('benchmarks/models.py')
 
 
-def test_every_cls_config_is_compared_with_a_listed_host():
-    bench = _load()
+def test_every_cls_config_is_compared_with_a_listed_host(bench):
     configs = {Path(e.config).resolve() for e in bench.ENTRIES if e.host}
     assert configs == {p.resolve() for p in (ROOT / 'configs/cls').glob('*/*.py')}
     for e in bench.ENTRIES:
@@ -25,8 +21,7 @@ def test_every_cls_config_is_compared_with_a_listed_host():
             assert bench.BY_NAME[e.host].host is None, e.name
 
 
-def test_report_gives_ratios_to_the_host(tmp_path):
-    bench = _load()
+def test_report_gives_ratios_to_the_host(tmp_path, bench):
     host = dict(name='DeiT-T', flops=1.0e9, params=5e6, batch=2, infer_s=0.5, infer_mem_mib=100,
                 train_s=1.0, train_mem_mib=200)
     var = dict(name='localvit-tiny', flops=1.5e9, params=6e6, batch=2, infer_s=1.0,
@@ -44,6 +39,6 @@ def test_report_gives_ratios_to_the_host(tmp_path):
     assert png.read_bytes()[:4] == b'\x89PNG'
 
 
-def test_quick_sets_a_feasible_setting():
-    args = _load().parse_args(['--quick'])
+def test_quick_sets_a_feasible_setting(bench):
+    args = bench.parse_args(['--quick'])
     assert (args.batch, args.iters, args.no_train) == (1, 2, True)

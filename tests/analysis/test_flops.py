@@ -53,6 +53,40 @@ def test_elsa_counts_filter_and_sum_per_tap():
     assert flops == {'elsa_forward': 2 * (2 * 4 * 16) * 9}
 
 
+def _san_layer(fused):
+    from lsa.models.layers import SANAttention
+    return SANAttention(16, 8, kernel_size=3, sa_type='pairwise', rel_channels=4,
+                        share_planes=4, fused=fused).eval()
+
+
+@needs_ext
+def test_fused_san_counts_relation_gamma_and_aggregation():
+    layer = _san_layer(True)
+    with torch.no_grad():
+        flops = dict(flop_analyzer(layer, (torch.rand(1, 16, 6, 6),)).by_operator())
+    P, Cr, M, Cw = 1 * 9 * 36, 4 + 2, 4, 8 // 4  # (pixel, tap) pairs; relation, hidden, weight ch
+    assert flops.pop('san_pairwise_forward') == (
+        P * Cr + 2 * P * (Cr + M) + P * M * (Cr + Cw) + 8 * 36 * 9)
+    assert flops == {'conv': 36 * 16 * (4 + 4 + 8) + 36 * 2 * 2}  # phi, psi, beta, pos_enc
+
+
+@needs_ext
+def test_fused_san_counts_as_the_unfused_path():
+    """The count is the model's, not the kernel's: fused and unfused agree (batch 1), with
+    mmengine's convention and with the SAN authors' counter."""
+    from lsa.analysis import SAN_COUNTER_HANDLES
+    fused, unfused = _san_layer(True), _san_layer(False)
+    unfused.load_state_dict(fused.state_dict())
+    x = torch.rand(1, 16, 6, 6)
+    for extra in (None, SAN_COUNTER_HANDLES):
+        with torch.no_grad():
+            a = complexity_info(fused, (x,), extra_handles=extra)
+            b = complexity_info(unfused, (x,), extra_handles=extra)
+        assert 'san_pairwise_forward' in a['by_operator']
+        assert ('relu_' in b['by_operator']) == (extra is not None)  # the counters differ
+        assert a['flops'] == b['flops']
+
+
 def test_sdpa_counts_both_products():
     q, k, v = torch.rand(2, 3, 10, 8), torch.rand(2, 3, 12, 8), torch.rand(2, 3, 12, 5)
     flops = _count(F.scaled_dot_product_attention, q, k, v)
@@ -128,7 +162,7 @@ def test_dcn_counts_conv_and_sampling(modulated):
 
 def test_handle_table_names_every_op():
     assert {'lsa::aggregation_forward', 'lsa::subtraction2_forward', 'lsa::elsa_forward',
-            'aten::scaled_dot_product_attention', 'aten::matmul',
+            'lsa::san_pairwise_forward', 'aten::scaled_dot_product_attention', 'aten::matmul',
             'aten::baddbmm'} <= set(LSA_FLOP_HANDLES)
 
 
@@ -153,20 +187,22 @@ def test_san_counter_adds_relu_pool_and_bias():
 
 
 @needs_ext
-def test_metafile_flops_are_what_get_flops_measures():
-    """The FLOPs written into the metafiles come from this counter (smallest model checked)."""
-    import importlib.util
+@pytest.mark.parametrize('cfg', [
+    'configs/cls/localvit/localvit-t2t-7_8xb128_in1k.py',  # SDPA, matmul
+    'configs/cls/san/san10-pairwise_8xb32_in1k.py',  # the fused SAN op (eval path)
+])
+def test_metafile_flops_are_what_get_flops_measures(load_script, cfg):
+    """The FLOPs written into the metafiles come from this counter (smallest models checked),
+    and no lsa op is left uncounted."""
     from pathlib import Path
 
     import yaml
     root = Path(__file__).resolve().parents[2]
-    cfg = 'configs/cls/localvit/localvit-t2t-7_8xb128_in1k.py'
-    models = yaml.safe_load((root / 'configs/cls/localvit/metafile.yml').read_text())['Models']
+    meta = root / Path(cfg).parent / 'metafile.yml'
+    models = yaml.safe_load(meta.read_text())['Models']
     want = next(m['Metadata']['FLOPs'] for m in models if m['Config'] == cfg)
-    spec = importlib.util.spec_from_file_location('get_flops',
-                                                  root / 'tools/analysis_tools/get_flops.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script('tools/analysis_tools/get_flops.py')
     info = tool.main([str(root / cfg), '--shape', '224'])
     assert info['flops'] == want
     assert not {'aten::scaled_dot_product_attention', 'aten::matmul'} & set(info['uncounted'])
+    assert not [op for op in info['uncounted'] if op.startswith('lsa::')]

@@ -1,7 +1,4 @@
 """ELSA-Swin converter on synthetic checkpoints in the released layouts (spec B5, D4)."""
-import importlib.util
-import os.path as osp
-
 import pytest
 import torch
 
@@ -11,7 +8,6 @@ from lsa.models.backbones.elsa_swin import ELSASwin
 from lsa.models.layers.window_attention import ShiftWindowAttention
 
 MINI = {'embed_dims': 16, 'depths': (1, 1, 2, 2), 'num_heads': (1, 2, 2, 4), 'group_width': 4}
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def official_relative_id(w):
@@ -199,11 +195,8 @@ def test_wrong_checkpoints(mini_cls):
         convert_elsa_checkpoint({'state_dict': shaped})
 
 
-def test_cli(tmp_path, mini_cls):
-    spec = importlib.util.spec_from_file_location(
-        'elsa2lsa', osp.join(ROOT, 'tools', 'model_converters', 'elsa2lsa.py'))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+def test_cli(tmp_path, mini_cls, load_script):
+    cli = load_script('tools/model_converters/elsa2lsa.py')
     src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'lsa.pth'
     torch.save({'state_dict': cls_official(mini_cls), 'epoch': 1}, src)
     cli.main([str(src), str(dst)])

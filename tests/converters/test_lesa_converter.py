@@ -4,7 +4,6 @@ The released layouts are produced here from an lsa model by ``to_released`` (a
 re-statement of spec A6.1/A6.2, independent of lsa.converters), so converting
 them back must reproduce the model's outputs exactly.
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -225,11 +224,8 @@ def test_wrong_checkpoints_clear_errors():
         convert_lesa_checkpoint(ckpt, form='det')
 
 
-def test_cli(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        'lesa2lsa', ROOT / 'tools/model_converters/lesa2lsa.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+def test_cli(tmp_path, load_script):
+    cli = load_script('tools/model_converters/lesa2lsa.py')
     src, ckpt = _cls_ckpt()
     torch.save(ckpt, tmp_path / 'checkpoint.pth')
     cli.main([str(tmp_path / 'checkpoint.pth'), str(tmp_path / 'out.pth')])

@@ -1,7 +1,4 @@
 """localvit2lsa: synthetic official ``{'model': ...}`` checkpoints -> lsa classifiers."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -14,8 +11,6 @@ from lsa.converters.localvit import (
     infer_localvit_arch,
     localvit_to_official,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _random_classifier(arch):
@@ -109,14 +104,11 @@ def test_wrong_checkpoints_raise_clear_errors():
         convert_localvit_checkpoint({'model': off}, arch='localvit-b')
 
 
-def test_cli(tmp_path):
+def test_cli(tmp_path, load_script):
     _, sd = _random_classifier('localvit-t')
     src, dst = tmp_path / 'localvit_t.pth', tmp_path / 'out.pth'
     torch.save({'model': localvit_to_official(sd)}, src)
-    spec = importlib.util.spec_from_file_location(
-        'localvit2lsa', ROOT / 'tools/model_converters/localvit2lsa.py')
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script('tools/model_converters/localvit2lsa.py')
     mod.main([str(src), str(dst), '--arch', 'localvit-t'])
     saved = torch.load(dst, weights_only=False)
     assert saved['meta']['arch'] == 'localvit-t'

@@ -1,5 +1,4 @@
 """Official SAN checkpoint -> lsa classifier keys (synthetic checkpoints in the released layout)."""
-import importlib.util
 import os.path as osp
 import re
 import warnings
@@ -144,14 +143,11 @@ def test_bare_state_dict_without_prefix_or_step_counters():
 
 
 @pytest.mark.parametrize('sa_type', ['pairwise', 'patchwise'])
-def test_round_trip_through_cli(tmp_path, sa_type):
+def test_round_trip_through_cli(tmp_path, sa_type, load_script):
     """lsa weights -> official layout -> san2lsa.py -> load -> identical outputs."""
     from mmengine.runner import load_checkpoint
 
-    spec = importlib.util.spec_from_file_location(
-        'san2lsa', osp.join(ROOT, 'tools', 'model_converters', 'san2lsa.py'))
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = load_script('tools/model_converters/san2lsa.py')
 
     src_model = build_classifier('san10', sa_type).eval()
     for m in src_model.modules():  # non-trivial BN statistics

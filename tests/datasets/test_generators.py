@@ -1,6 +1,5 @@
 """The synthetic dataset generators: deterministic, and valid for the toolboxes that read them."""
 import filecmp
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,8 +12,6 @@ import pytest
 
 from lsa.datasets import SHAPES, make_ade20k, make_cls_folder, make_coco_instances, render_scene
 from lsa.datasets.shapes import mask_to_bbox, shape_mask
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _same_tree(a: Path, b: Path) -> bool:
@@ -144,11 +141,8 @@ def test_cls_folder_layout_and_meta(tmp_path):
     assert [meta.get_gt_labels().tolist()] == [[0, 0, 1, 1]]
 
 
-def test_make_demo_data_cli(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location('make_demo_data',
-                                                  REPO / 'tools/misc/make_demo_data.py')
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+def test_make_demo_data_cli(tmp_path, capsys, load_script):
+    cli = load_script('tools/misc/make_demo_data.py')
     info = cli.main(['coco', str(tmp_path), '--num-train', '2', '--num-val', '1', '--size',
                      '48', '64', '--classes', 'star', 'circle'])
     printed = json.loads(capsys.readouterr().out)
