@@ -83,9 +83,12 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Per-folder wall time, the figures docs/get_started.md quotes."""
+    """Per-folder test time (summed over the workers under xdist), the figures
+    docs/get_started.md quotes."""
     if not _FOLDER_SECONDS:
         return
-    terminalreporter.section('time per test folder')
+    workers = getattr(terminalreporter.config.option, 'numprocesses', None)
+    terminalreporter.section('time per test folder' + (
+        ' (seconds of test run time, summed over the parallel workers)' if workers else ''))
     for folder, seconds in sorted(_FOLDER_SECONDS.items(), key=lambda kv: -kv[1]):
         terminalreporter.write_line(f'{seconds:8.1f} s  tests/{folder}')
