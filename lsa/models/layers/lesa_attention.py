@@ -311,30 +311,32 @@ class LESAAttention(nn.Module):
     def _normed_sum(self, terms: list[Tensor]) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``logit_norm(cat(terms, 1)).unflatten(1, (-1, G)).sum(1)``: (B, G, L, L) each -> same.
 
-        A plain ``BatchNorm2d`` is applied as one scale and shift per term and group,
-        summed in place (``addcmul_``), so neither the concatenation nor the normalised
-        copy of the n_terms x (B, G, L, L) logits is made; statistics and gradients are
-        BatchNorm's. Other norms (SyncBatchNorm) run as modules. Also returns the batch
-        mean and variance (n_terms * G) when they were used, else ``None``: the caller
-        updates the running statistics with them (this may run twice, see ``recompute``).
+        A plain ``BatchNorm2d`` runs per term (its own kernel, ``native_batch_norm``,
+        with batch statistics; summed in place), or, with running statistics, as one
+        scale and shift per term and group (``addcmul_``): neither the concatenation nor
+        its normalised copy is made. Other norms (SyncBatchNorm) run as modules. Also
+        returns the batch mean and variance (n_terms * G) when they were used, else
+        ``None``: the caller updates the running statistics with them (the logits may be
+        computed twice, see ``recompute``).
         """
         bn, G = self.logit_norm, self.groups
         if not self._fused_norm():
             return bn(torch.cat(terms, dim=1)).unflatten(1, (-1, G)).sum(1), None, None
-        batch_mean = batch_var = None
         if bn.training or bn.running_mean is None:
-            batch_var, batch_mean = (torch.cat(s) for s in zip(*(
-                torch.var_mean(t, dim=(0, 2, 3), correction=0) for t in terms)))
-            mean, var = batch_mean, batch_var
-        else:
-            mean, var = bn.running_mean, bn.running_var
-        scale = bn.weight * torch.rsqrt(var + bn.eps)  # n_terms * G
-        shift = (bn.bias - mean * scale).view(-1, G).sum(0)  # G
+            out, mean, invstd = None, [], []
+            for t, w, b in zip(terms, bn.weight.view(-1, G), bn.bias.view(-1, G)):
+                y, m, s = torch.native_batch_norm(t, w, b, None, None, True, 0.0, bn.eps)
+                out = y if out is None else out.add_(y)
+                mean.append(m)
+                invstd.append(s)
+            return out, torch.cat(mean), torch.cat(invstd).pow(-2) - bn.eps
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # n_terms * G
+        shift = (bn.bias - bn.running_mean * scale).view(-1, G).sum(0)  # G
         scale = scale.view(-1, 1, G, 1, 1)
         out = torch.addcmul(shift.view(1, G, 1, 1), terms[0], scale[0])
         for t, sc in zip(terms[1:], scale[1:]):
             out.addcmul_(t, sc)
-        return out, batch_mean, batch_var
+        return out, None, None
 
     def _logits(self, q: Tensor, k: Tensor, H: int, W: int
                 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -366,9 +368,6 @@ class LESAAttention(nn.Module):
         qkv = self.qkv_norm(self.qkv(x)).reshape(B, G, 2 * dqk + dv, L)
         q, k, v = qkv.split([dqk, dqk, dv], dim=2)  # B, G, d, L
         bn = self.logit_norm
-        if self.pe_type == 'detection_qr' and not torch.is_grad_enabled() and \
-                self._fused_norm() and not bn.training and bn.running_mean is not None:
-            return self.value_norm(self._det_eval_attention(q, k, v, H, W).reshape(B, -1, H, W))
         if self.recompute and self._fused_norm() and torch.is_grad_enabled():
             # keep q and k, not the n_terms (B, G, L, L) logit terms, for the backward pass
             logits, mean, var = torch.utils.checkpoint.checkpoint(
@@ -383,22 +382,6 @@ class LESAAttention(nn.Module):
             sve = _RelValue.apply(attn, self._cls_tables()[2])  # B, G, d_v, L
             out = out + self.pos_value_norm(sve.reshape(B, -1, H, W))
         return out  # B, P, H, W
-
-    def _det_eval_attention(self, q: Tensor, k: Tensor, v: Tensor, H: int, W: int) -> Tensor:
-        """A.v of the detection form with a frozen logit norm, on ``scaled_dot_product_attention``.
-
-        With running statistics the norm is ``s_t * term_t + shift`` per term and group;
-        the shift is constant along the key axis and cancels in the softmax, so the
-        logits are ``(s_qk q) . k + qr(s_qr q)`` (qr is linear in q), the second term
-        passed as an additive mask. (B, G, d, L) each -> (B, G, d_v, L).
-        """
-        bn, G = self.logit_norm, self.groups
-        scale = (bn.weight * torch.rsqrt(bn.running_var + bn.eps)).view(2, 1, G, 1, 1)
-        mask = self._det_pos_logits(q * scale[1], H, W)
-        out = nn.functional.scaled_dot_product_attention(
-            (q * scale[0]).transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2),
-            attn_mask=mask, scale=1.0)
-        return out.transpose(-1, -2)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, Cin, H, W) -> (B, P, H / stride, W / stride)."""
