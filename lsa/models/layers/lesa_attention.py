@@ -94,38 +94,72 @@ def skew(r: Tensor) -> Tensor:
     return flat[..., L - 1:L - 1 + L * (2 * L - 2)].unflatten(-1, (L, 2 * L - 2))[..., :L]
 
 
-class _RelValue(torch.autograd.Function):
-    """``out[b, g, c, i] = sum_j attn[b, g, i, j] * table[c, j - i + L - 1]``: (B, G, c, L).
+def _pad(a: Tensor) -> Tensor:
+    """(..., L, L) -> (..., L, 2L-1) zeros with ``skew(out) = a``."""
+    L = a.shape[-1]
+    out = a.new_zeros(*a.shape[:-1], 2 * L - 1)
+    skew(out).copy_(a)
+    return out
 
-    One GEMM against the (c, 2L-1) table on the attention map scattered into a
-    zero-padded (B, G, L, 2L-1) copy (``skew(pad) = attn``). Only ``attn`` and
-    ``table`` are kept for the backward pass (the padded copy is rebuilt there).
+
+def _rel_logits(x: Tensor, table: Tensor) -> Tensor:
+    """``out[..., i, j] = sum_c x[..., c, i] * table[c, j - i + L - 1]``; (..., d, L) -> (..., L, L)."""
+    return skew(torch.matmul(x.transpose(-1, -2), table))
+
+
+def _rel_value(a: Tensor, table: Tensor) -> Tensor:
+    """``out[..., c, i] = sum_j a[..., i, j] * table[c, j - i + L - 1]``; (..., L, L) -> (..., d, L)."""
+    return torch.matmul(table, _pad(a).transpose(-1, -2))
+
+
+def _table_grad(x: Tensor, a: Tensor) -> Tensor:
+    """``sum over (..., i, j) of x[..., c, i] * a[..., i, j]`` at ``table[c, j - i + L - 1]``."""
+    d, m = x.shape[-2], 2 * a.shape[-1] - 1
+    return x.transpose(-1, -2).reshape(-1, d).t() @ _pad(a).reshape(-1, m)
+
+
+class _RelLogits(torch.autograd.Function):
+    """:func:`_rel_logits` (one GEMM against the (d, 2L-1) table + :func:`skew`).
+
+    Its input gradient is :func:`_rel_value` of the output gradient and vice versa;
+    only the (..., d, L) input and the table are kept. A traced op of its own, so
+    FLOP counters see the relative product (L * L * d per map), not the GEMM's
+    2L-1 columns.
     """
 
     @staticmethod
-    def _pad(attn: Tensor) -> Tensor:
-        L = attn.shape[-1]
-        pad = attn.new_zeros(*attn.shape[:-1], 2 * L - 1)
-        skew(pad).copy_(attn)
-        return pad
-
-    @staticmethod
-    def forward(ctx, attn: Tensor, table: Tensor) -> Tensor:
-        ctx.save_for_backward(attn, table)
-        return torch.matmul(table, _RelValue._pad(attn).transpose(-1, -2))
+    def forward(ctx, x: Tensor, table: Tensor) -> Tensor:
+        ctx.save_for_backward(x, table)
+        return _rel_logits(x, table)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        attn, table = ctx.saved_tensors
-        g_attn = g_table = None
-        if ctx.needs_input_grad[0]:  # skew(grad^T @ table)
-            g_attn = skew(torch.matmul(grad.transpose(-1, -2), table))
-        if ctx.needs_input_grad[1]:  # sum over (b, g, i) of grad[c, i] * pad[i, m]
-            c, m = table.shape
-            g_table = grad.transpose(-1, -2).reshape(-1, c).t() @ \
-                _RelValue._pad(attn).reshape(-1, m)
-        return g_attn, g_table
+        x, table = ctx.saved_tensors
+        gx = _rel_value(grad, table) if ctx.needs_input_grad[0] else None
+        gt = _table_grad(x, grad) if ctx.needs_input_grad[1] else None
+        return gx, gt
+
+
+class _RelValue(torch.autograd.Function):
+    """:func:`_rel_value` (A scattered into a zero-padded (..., L, 2L-1) copy, one GEMM).
+
+    Only ``a`` (the attention, kept for the softmax anyway) and the table are kept;
+    the padded copy is rebuilt in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, table: Tensor) -> Tensor:
+        ctx.save_for_backward(a, table)
+        return _rel_value(a, table)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, table = ctx.saved_tensors
+        ga = _rel_logits(grad, table) if ctx.needs_input_grad[0] else None
+        gt = _table_grad(grad, a) if ctx.needs_input_grad[1] else None
+        return ga, gt
 
 
 @MODELS.register_module()
@@ -285,9 +319,7 @@ class LESAAttention(nn.Module):
         the (d, L, L) embedding tensor E is never built.
         """
         tq, tk, _ = self._cls_tables()
-        qr = skew(torch.matmul(q.transpose(-1, -2), tq))
-        kr = skew(torch.matmul(k.transpose(-1, -2), tk)).transpose(-1, -2)
-        return qr, kr
+        return _RelLogits.apply(q, tq), _RelLogits.apply(k, tk).transpose(-1, -2)
 
     def _det_pos_logits(self, q: Tensor, H: int, W: int) -> Tensor:
         """qr[(x,y),(i,j)] = q(x,y) . (rel_h[i-x] + rel_w[j-y]); (B, G, L, L) from (B, G, d, L)."""
