@@ -107,24 +107,27 @@ def _rel_logits(x: Tensor, table: Tensor) -> Tensor:
     return skew(torch.matmul(x.transpose(-1, -2), table))
 
 
-def _rel_value(a: Tensor, table: Tensor) -> Tensor:
-    """``out[..., c, i] = sum_j a[..., i, j] * table[c, j - i + L - 1]``; (..., L, L) -> (..., d, L)."""
-    return torch.matmul(table, _pad(a).transpose(-1, -2))
+def _padded_product(table: Tensor, padded: Tensor) -> Tensor:
+    """``table @ padded^T``: (d, 2L-1), (..., L, 2L-1) -> (..., d, L).
+
+    With ``padded = _pad(a)``: ``out[..., c, i] = sum_j a[..., i, j] * table[c, j - i + L - 1]``.
+    """
+    return torch.matmul(table, padded.transpose(-1, -2))
 
 
-def _table_grad(x: Tensor, a: Tensor) -> Tensor:
-    """``sum over (..., i, j) of x[..., c, i] * a[..., i, j]`` at ``table[c, j - i + L - 1]``."""
-    d, m = x.shape[-2], 2 * a.shape[-1] - 1
-    return x.transpose(-1, -2).reshape(-1, d).t() @ _pad(a).reshape(-1, m)
+def _table_grad(x: Tensor, padded: Tensor) -> Tensor:
+    """``sum over (..., i) of x[..., c, i] * padded[..., i, m]``: the (d, 2L-1) table gradient."""
+    d, m = x.shape[-2], padded.shape[-1]
+    return x.transpose(-1, -2).reshape(-1, d).t() @ padded.reshape(-1, m)
 
 
 class _RelLogits(torch.autograd.Function):
     """:func:`_rel_logits` (one GEMM against the (d, 2L-1) table + :func:`skew`).
 
-    Its input gradient is :func:`_rel_value` of the output gradient and vice versa;
-    only the (..., d, L) input and the table are kept. A traced op of its own, so
-    FLOP counters see the relative product (L * L * d per map), not the GEMM's
-    2L-1 columns.
+    Its input gradient is the relative value product (:class:`_RelValue`) of the
+    output gradient, and vice versa. Only the (..., d, L) input and the table are
+    kept. A traced op of its own, so FLOP counters see the relative product
+    (L * L * d per map), not the GEMM's 2L-1 columns.
     """
 
     @staticmethod
@@ -136,29 +139,31 @@ class _RelLogits(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         x, table = ctx.saved_tensors
-        gx = _rel_value(grad, table) if ctx.needs_input_grad[0] else None
-        gt = _table_grad(x, grad) if ctx.needs_input_grad[1] else None
+        padded = _pad(grad)
+        gx = _padded_product(table, padded) if ctx.needs_input_grad[0] else None
+        gt = _table_grad(x, padded) if ctx.needs_input_grad[1] else None
         return gx, gt
 
 
 class _RelValue(torch.autograd.Function):
-    """:func:`_rel_value` (A scattered into a zero-padded (..., L, 2L-1) copy, one GEMM).
+    """``out[..., c, i] = sum_j a[..., i, j] * table[c, j - i + L - 1]``: (..., d, L).
 
-    Only ``a`` (the attention, kept for the softmax anyway) and the table are kept;
-    the padded copy is rebuilt in the backward pass.
+    ``a`` scattered into a zero-padded (..., L, 2L-1) copy, then one GEMM
+    (:func:`_padded_product`). Only ``a`` (the attention, kept for the softmax
+    anyway) and the table are kept; the padded copy is rebuilt in the backward pass.
     """
 
     @staticmethod
     def forward(ctx, a: Tensor, table: Tensor) -> Tensor:
         ctx.save_for_backward(a, table)
-        return _rel_value(a, table)
+        return _padded_product(table, _pad(a))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         a, table = ctx.saved_tensors
         ga = _rel_logits(grad, table) if ctx.needs_input_grad[0] else None
-        gt = _table_grad(grad, a) if ctx.needs_input_grad[1] else None
+        gt = _table_grad(grad, _pad(a)) if ctx.needs_input_grad[1] else None
         return ga, gt
 
 
