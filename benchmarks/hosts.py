@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-import lsa  # noqa: F401  (lsa.compat: mmpretrain/torchvision import on CPU-only torch)
+import lsa.compat_apply  # noqa: F401  (mmpretrain/torchvision import on CPU-only torch)
 
 Builder = Callable[[], nn.Module]
 

@@ -126,9 +126,9 @@ class AttentionRecorder:
         normed_sum = layer._normed_sum
 
         def lesa_logits(terms):  # the BatchNormed, group-summed logits the layer softmaxes
-            logits = normed_sum(terms)
+            logits, *batch_stats = normed_sum(terms)
             rec.weights = logits.softmax(dim=-1).detach()
-            return logits
+            return (logits, *batch_stats)
 
         def lesa_terms(mod, args):
             # clone: ``fuse`` starts with an in-place ReLU

@@ -27,6 +27,8 @@ op                                            FLOPs
 ``aten::matmul`` / ``aten::bmm``              ``prod(batch) * n * k * m``, batch dims broadcast
 ``aten::baddbmm``                             as ``bmm`` (the bias add is not counted)
 ``aten::einsum`` (two operands)               product of the sizes of all its indices
+LESA's ``_RelLogits`` / ``_RelValue``         ``B * G * L * L * d`` (q.E_q, k.E_k / A.E_v, as
+                                              the released einsums)
 DCN (``DeformConv2dFunction``)                ``numel(out) * Cin/g * kh * kw`` (the conv) +
                                               ``4 * N * Cin * kh * kw * Ho * Wo`` (bilinear
                                               sampling, as mmengine counts ``grid_sampler``)
@@ -153,6 +155,18 @@ def einsum_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
     return math.prod(sizes.values())
 
 
+def rel_logits_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """LESA's q.E_q / k.E_k (``_RelLogits``): one MAC per (b, g, i, j, c), as the released
+    einsum (the GEMM that computes it runs 2L-1 columns per token, L of them kept)."""
+    return math.prod(_shape(outputs[0])) * _shape(inputs[1])[0]
+
+
+def rel_value_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """LESA's A.E_v (``_RelValue``): one MAC per (b, g, i, j, c), as the released einsum
+    (the padded GEMM that computes it runs 2L-1 columns per row, L of them non-zero)."""
+    return math.prod(_shape(inputs[0])) * _shape(inputs[1])[0]
+
+
 def _dcn_flops(inputs: Sequence[Any], outputs: Sequence[Any], modulated: bool) -> int:
     # traced tensor inputs: input, offset, (mask,) weight, (bias)
     x = _shape(inputs[0])
@@ -186,6 +200,8 @@ LSA_FLOP_HANDLES: dict[str, Handle] = {
     'aten::bmm': matmul_flops,
     'aten::baddbmm': baddbmm_flops,
     'aten::einsum': einsum_flops,
+    'prim::PythonOp._RelLogits': rel_logits_flops,
+    'prim::PythonOp._RelValue': rel_value_flops,
     'prim::PythonOp.DeformConv2dFunction': dcn_flops,
     'prim::PythonOp.ModulatedDeformConv2dFunction': modulated_dcn_flops,
 }

@@ -206,3 +206,15 @@ def test_metafile_flops_are_what_get_flops_measures(load_script, cfg):
     assert info['flops'] == want
     assert not {'aten::scaled_dot_product_attention', 'aten::matmul'} & set(info['uncounted'])
     assert not [op for op in info['uncounted'] if op.startswith('lsa::')]
+
+
+def test_lesa_relative_products_count_as_the_released_einsums():
+    """q.E_q, k.E_k, A.E_v: L * L * d per map each, not the 2L-1 columns their GEMMs run."""
+    from lsa.models.layers.lesa_attention import LESAAttention
+    blk = LESAAttention(16, 16, fmap_size=5, groups=2).eval()  # d_qk 4, d_v 8, L 25
+    with torch.no_grad():
+        flops = dict(flop_analyzer(blk, (torch.rand(1, 16, 5, 5),)).by_operator())
+    maps = 2 * 25 * 25  # G * L * L
+    assert flops['PythonOp._RelLogits'] == 2 * maps * 4
+    assert flops['PythonOp._RelValue'] == maps * 8
+    assert flops['matmul'] == maps * (4 + 8)  # q.k and A.v

@@ -152,6 +152,41 @@ def test_block_matches_restatement_train_fp64(pe):
     assert not torch.equal(blk.logit_norm.running_mean, sd['bn_similarity.running_mean'])
 
 
+@pytest.mark.parametrize('pe, training', [('cls', True), ('cls', False), ('det', True),
+                                          ('det', False)])
+def test_block_param_grads_match_restatement_fp64(pe, training):
+    """Gradients of every parameter (position tables included) equal the spec's, in fp64.
+
+    Eval mode with gradients is the detection fine-tuning case (``norm_eval``).
+    """
+    P, fmap = 16, 5
+    sd = {k: (v.double().requires_grad_(not k.split('.')[-1].startswith(('running', 'num')))
+              if v.is_floating_point() else v)
+          for k, v in released_block_sd(P, fmap, pe, seed=1).items()}
+    blk = _block_from_released({k: v.detach() for k, v in sd.items()}, P, fmap, pe).double()
+    blk.train(training)
+    x = torch.randn(3, P, fmap, fmap, dtype=torch.float64)
+    w = torch.randn(3, P, fmap, fmap, dtype=torch.float64)
+    (blk(x) * w).sum().backward()
+    ref_sd = {k: v.detach().clone() for k, v in sd.items()}  # lesa_reference updates no stats
+    (lesa_reference(ref_sd | {k: v for k, v in sd.items() if v.requires_grad}, x, fmap=fmap,
+                    training=training) * w).sum().backward()
+    grads = convert_lesa_block({k: (v.grad if v.requires_grad else v) for k, v in sd.items()})
+    for name, p in blk.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=1e-9, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize('L', [1, 2, 7])
+def test_skew_is_relative_to_absolute(L):
+    from lsa.models.layers.lesa_attention import skew
+    r = torch.randn(2, 3, L, 2 * L - 1)
+    i, j = torch.meshgrid(torch.arange(L), torch.arange(L), indexing='ij')
+    assert torch.equal(skew(r), r[:, :, i, j - i + L - 1])
+    assert skew(r).untyped_storage().data_ptr() == r.untyped_storage().data_ptr()  # a view
+    with pytest.raises(ValueError, match='skew: expected'):
+        skew(torch.randn(L, 2 * L))
+
+
 @pytest.mark.parametrize('hw', [(4, 4), (3, 7), (9, 5), (12, 12)])
 def test_det_block_any_size_clips_offsets(hw):
     """Design size 6: smaller maps use the central table part, larger ones clip offsets."""

@@ -171,3 +171,47 @@ def test_locality_ffn_recompute_is_exact_and_keeps_less():
     hidden = 2 * 32 * 30 * 4  # one expanded fp32 activation
     kept_a, kept_b = (_saved_bytes(lambda m=m: m(x, (5, 6))) for m in (a, b))
     assert kept_b - kept_a >= 5 * hidden, (kept_a, kept_b)
+
+
+@pytest.mark.parametrize('pe_type', ['cls', 'det'])
+def test_lesa_recompute_is_exact_and_keeps_less(pe_type):
+    """LESA's logit terms recomputed in the backward: same step, >= n_terms maps fewer kept."""
+    from lsa.models.layers.lesa_attention import LESAAttention
+    torch.manual_seed(0)
+    a = LESAAttention(16, 16, fmap_size=6, pe_type=pe_type, groups=2, recompute=True).double()
+    b = LESAAttention(16, 16, fmap_size=6, pe_type=pe_type, groups=2, recompute=False).double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(3, 16, 6, 6, dtype=torch.float64, requires_grad=True)
+    ya, yb = a(x), b(x)
+    torch.testing.assert_close(ya, yb, rtol=0, atol=0)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-12, msg=n)
+    for (n, p), q in zip(a.named_buffers(), b.buffers()):  # running stats updated once
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+    logit_map = 3 * 2 * 36 * 36 * 8  # one (B, G, L, L) fp64 tensor
+    kept_a, kept_b = (_saved_bytes(lambda m=m: m(x)) for m in (a, b))
+    assert kept_b - kept_a >= a.logit_norm.num_features // 2 * logit_map, (kept_a, kept_b)
+
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize('pe_type', ['cls', 'det'])
+def test_compiled_lesa_block_equals_eager(pe_type):
+    """The recomputed logits (a checkpoint inside the graph) and A.E_v compile: same step."""
+    from lsa.models.layers.lesa_attention import LESAAttention
+    torch.manual_seed(0)
+    eager = LESAAttention(16, 16, fmap_size=5, pe_type=pe_type, groups=2)
+    compiled = LESAAttention(16, 16, fmap_size=5, pe_type=pe_type, groups=2)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.compile(backend='aot_eager')
+    x = torch.randn(2, 16, 5, 5)
+    ya, yb = eager(x), compiled(x)
+    torch.testing.assert_close(ya, yb)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    for (n, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    for (n, p), q in zip(eager.named_buffers(), compiled.buffers()):
+        torch.testing.assert_close(p, q, msg=n)

@@ -79,6 +79,94 @@ def relative_index_1d(size: int, table_size: int) -> Tensor:
     return off + table_size - 1
 
 
+def skew(r: Tensor) -> Tensor:
+    """Relative to absolute positions: ``out[..., i, j] = r[..., i, j - i + L - 1]``.
+
+    (..., L, 2L-1) with contiguous last two dims -> (..., L, L), a view of ``r``:
+    row ``i`` of the result starts at flat offset ``L - 1 + i (2L - 2)``.
+    """
+    L = r.shape[-2]
+    if r.shape[-1] != 2 * L - 1:
+        raise ValueError(f'skew: expected (..., L, 2L-1), got {tuple(r.shape)}')
+    if L == 1:
+        return r
+    flat = r.flatten(-2)
+    return flat[..., L - 1:L - 1 + L * (2 * L - 2)].unflatten(-1, (L, 2 * L - 2))[..., :L]
+
+
+def _pad(a: Tensor) -> Tensor:
+    """(..., L, L) -> (..., L, 2L-1) zeros with ``skew(out) = a``."""
+    L = a.shape[-1]
+    out = a.new_zeros(*a.shape[:-1], 2 * L - 1)
+    skew(out).copy_(a)
+    return out
+
+
+def _rel_logits(x: Tensor, table: Tensor) -> Tensor:
+    """``out[..., i, j] = sum_c x[..., c, i] * table[c, j - i + L - 1]``; (..., d, L) -> (..., L, L)."""
+    return skew(torch.matmul(x.transpose(-1, -2), table))
+
+
+def _padded_product(table: Tensor, padded: Tensor) -> Tensor:
+    """``table @ padded^T``: (d, 2L-1), (..., L, 2L-1) -> (..., d, L).
+
+    With ``padded = _pad(a)``: ``out[..., c, i] = sum_j a[..., i, j] * table[c, j - i + L - 1]``.
+    """
+    return torch.matmul(table, padded.transpose(-1, -2))
+
+
+def _table_grad(x: Tensor, padded: Tensor) -> Tensor:
+    """``sum over (..., i) of x[..., c, i] * padded[..., i, m]``: the (d, 2L-1) table gradient."""
+    d, m = x.shape[-2], padded.shape[-1]
+    return x.transpose(-1, -2).reshape(-1, d).t() @ padded.reshape(-1, m)
+
+
+class _RelLogits(torch.autograd.Function):
+    """:func:`_rel_logits` (one GEMM against the (d, 2L-1) table + :func:`skew`).
+
+    Its input gradient is the relative value product (:class:`_RelValue`) of the
+    output gradient, and vice versa. Only the (..., d, L) input and the table are
+    kept. A traced op of its own, so FLOP counters see the relative product
+    (L * L * d per map), not the GEMM's 2L-1 columns.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor) -> Tensor:
+        ctx.save_for_backward(x, table)
+        return _rel_logits(x, table)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, table = ctx.saved_tensors
+        padded = _pad(grad)
+        gx = _padded_product(table, padded) if ctx.needs_input_grad[0] else None
+        gt = _table_grad(x, padded) if ctx.needs_input_grad[1] else None
+        return gx, gt
+
+
+class _RelValue(torch.autograd.Function):
+    """``out[..., c, i] = sum_j a[..., i, j] * table[c, j - i + L - 1]``: (..., d, L).
+
+    ``a`` scattered into a zero-padded (..., L, 2L-1) copy, then one GEMM
+    (:func:`_padded_product`). Only ``a`` (the attention, kept for the softmax
+    anyway) and the table are kept; the padded copy is rebuilt in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, table: Tensor) -> Tensor:
+        ctx.save_for_backward(a, table)
+        return _padded_product(table, _pad(a))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, table = ctx.saved_tensors
+        ga = _rel_logits(grad, table) if ctx.needs_input_grad[0] else None
+        gt = _table_grad(grad, _pad(a)) if ctx.needs_input_grad[1] else None
+        return ga, gt
+
+
 @MODELS.register_module()
 class LESAAttention(nn.Module):
     """The LESA block: local conv term + context self-attention + dynamic fusion.
@@ -104,6 +192,9 @@ class LESAAttention(nn.Module):
             (e.g. ``dict(type='DCN', deform_groups=1)``); mmcv is imported only then.
         with_cp: Gradient-checkpoint the local and the context term separately
             (the release's ``with_cp_UB_terms_only``); same outputs.
+        recompute: In training, keep q and k instead of the n_terms (B, G, L, L)
+            logit terms for the backward pass and recompute the terms there (exact;
+            costs their forward once more). ``False`` keeps them.
 
     Shapes: ``d_qk = P // G // 2`` and ``d_v = P // G`` channels per group.
 
@@ -117,7 +208,8 @@ class LESAAttention(nn.Module):
                  fmap_size: IntOr2Tuple = 14, pe_type: str = 'classification', groups: int = 8,
                  stride: int = 1, df_channel_shrink: Sequence[float] = (2,),
                  df_kernel_size: Sequence[int] = (1, 1), df_group: Sequence[int] = (1, 1),
-                 dcn: dict | None = None, with_cp: bool = False) -> None:
+                 dcn: dict | None = None, with_cp: bool = False,
+                 recompute: bool = True) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
         name = type(self).__name__
@@ -142,6 +234,7 @@ class LESAAttention(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.pe_type = _PE_ALIASES[pe_type]
         self.groups, self.stride, self.with_cp = groups, stride, with_cp
+        self.recompute = recompute
         self.fmap_size = to_2tuple(fmap_size)
         self.qk_dim = out_channels // groups // 2
         self.v_dim = out_channels // groups
@@ -215,10 +308,23 @@ class LESAAttention(nn.Module):
                 f'serve a {H}x{W} map; run at the training resolution (224x224 input for '
                 f'LESA-ResNet) or use pe_type="detection_qr", which accepts any size')
 
-    def _cls_embeddings(self, L: int) -> Tensor:
-        """E[c, i, j] = rel_pos[c, i - j + L - 1]; shape (2*d_qk + d_v, L, L)."""
-        # rel_pos.unfold(1, L, 1)[c, i, m] = rel_pos[c, i + m] (a view); m = L - 1 - j
-        return self.rel_pos.unfold(1, L, 1).flip(2)
+    def _cls_tables(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The query, key and value tables, flipped: column ``m`` holds offset ``L - 1 - m``.
+
+        With ``E[c, i, j] = rel_pos[c, i - j + L - 1]`` (spec A1.4) and ``t`` a flipped
+        table, ``E[c, i, j] = t[c, j - i + L - 1]``: what :func:`skew` reads. Each (d, 2L-1).
+        """
+        dqk = self.qk_dim
+        return self.rel_pos.flip(1).split([dqk, dqk, self.v_dim], dim=0)
+
+    def _cls_pos_logits(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """qr[i, j] = q_i . Eq[:, i, j], kr[i, j] = k_j . Ek[:, j, i]; (B, G, L, L) views.
+
+        One (L, d) x (d, 2L-1) GEMM per term against the table, then :func:`skew`;
+        the (d, L, L) embedding tensor E is never built.
+        """
+        tq, tk, _ = self._cls_tables()
+        return _RelLogits.apply(q, tq), _RelLogits.apply(k, tk).transpose(-1, -2)
 
     def _det_pos_logits(self, q: Tensor, H: int, W: int) -> Tensor:
         """qr[(x,y),(i,j)] = q(x,y) . (rel_h[i-x] + rel_w[j-y]); (B, G, L, L) from (B, G, d, L)."""
@@ -234,31 +340,51 @@ class LESAAttention(nn.Module):
         qr = lh[..., :, None] + lw[..., None, :]  # B, G, H, W, H, W
         return qr.reshape(B, G, H * W, H * W)
 
-    def _normed_sum(self, terms: list[Tensor]) -> Tensor:
+    def _fused_norm(self) -> bool:
+        """Whether the logit norm is a plain affine ``BatchNorm2d`` (applied in :meth:`_normed_sum`)."""
+        bn = self.logit_norm
+        return type(bn) is nn.BatchNorm2d and bn.affine
+
+    def _normed_sum(self, terms: list[Tensor]) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``logit_norm(cat(terms, 1)).unflatten(1, (-1, G)).sum(1)``: (B, G, L, L) each -> same.
 
-        A plain ``BatchNorm2d`` is applied as one scale and shift per term and group,
-        summed in place (``addcmul_``), so neither the concatenation nor the normalised
-        copy of the n_terms x (B, G, L, L) logits is made; statistics, running-statistics
-        updates and gradients are BatchNorm's. Other norms (SyncBatchNorm) run as modules.
+        A plain ``BatchNorm2d`` runs per term (its own kernel, ``native_batch_norm``,
+        with batch statistics; summed in place), or, with running statistics, as one
+        scale and shift per term and group (``addcmul_``): neither the concatenation nor
+        its normalised copy is made. Other norms (SyncBatchNorm) run as modules. Also
+        returns the batch mean and variance (n_terms * G) when they were used, else
+        ``None``: the caller updates the running statistics with them (the logits may be
+        computed twice, see ``recompute``).
         """
         bn, G = self.logit_norm, self.groups
-        if type(bn) is not nn.BatchNorm2d or not bn.affine:
-            return bn(torch.cat(terms, dim=1)).unflatten(1, (-1, G)).sum(1)
+        if not self._fused_norm():
+            return bn(torch.cat(terms, dim=1)).unflatten(1, (-1, G)).sum(1), None, None
         if bn.training or bn.running_mean is None:
-            var, mean = (torch.cat(s) for s in zip(*(
-                torch.var_mean(t, dim=(0, 2, 3), correction=0) for t in terms)))
-            if bn.training and bn.running_mean is not None:
-                self._update_running_stats(bn, mean, var, terms[0].numel() // G)
-        else:
-            mean, var = bn.running_mean, bn.running_var
-        scale = bn.weight * torch.rsqrt(var + bn.eps)  # n_terms * G
-        shift = (bn.bias - mean * scale).view(-1, G).sum(0)  # G
+            out, mean, invstd = None, [], []
+            for t, w, b in zip(terms, bn.weight.view(-1, G), bn.bias.view(-1, G)):
+                y, m, s = torch.native_batch_norm(t, w, b, None, None, True, 0.0, bn.eps)
+                out = y if out is None else out.add_(y)
+                mean.append(m)
+                invstd.append(s)
+            return out, torch.cat(mean), torch.cat(invstd).pow(-2) - bn.eps
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # n_terms * G
+        shift = (bn.bias - bn.running_mean * scale).view(-1, G).sum(0)  # G
         scale = scale.view(-1, 1, G, 1, 1)
         out = torch.addcmul(shift.view(1, G, 1, 1), terms[0], scale[0])
         for t, sc in zip(terms[1:], scale[1:]):
             out.addcmul_(t, sc)
-        return out
+        return out, None, None
+
+    def _logits(self, q: Tensor, k: Tensor, H: int, W: int
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Normed sum of the content and position logits (B, G, L, L) from q, k (B, G, d, L).
+
+        Returns the logits and the batch statistics of :meth:`_normed_sum`.
+        """
+        qk = torch.matmul(q.transpose(-1, -2), k)  # no 1/sqrt(d) scaling (as released)
+        if self.pe_type == 'classification':
+            return self._normed_sum([qk, *self._cls_pos_logits(q, k)])
+        return self._normed_sum([qk, self._det_pos_logits(q, H, W)])
 
     @staticmethod
     @torch.no_grad()
@@ -278,20 +404,20 @@ class LESAAttention(nn.Module):
         L, G, dqk, dv = H * W, self.groups, self.qk_dim, self.v_dim
         qkv = self.qkv_norm(self.qkv(x)).reshape(B, G, 2 * dqk + dv, L)
         q, k, v = qkv.split([dqk, dqk, dv], dim=2)  # B, G, d, L
-        qk = torch.einsum('bgci,bgcj->bgij', q, k)  # no 1/sqrt(d) scaling (as released)
-        if self.pe_type == 'classification':
-            eq, ek, ev = self._cls_embeddings(L).split([dqk, dqk, dv], dim=0)  # d, L, L
-            qr = torch.einsum('bgci,cij->bgij', q, eq)
-            kr = torch.einsum('bgcj,cji->bgij', k, ek)
-            terms = [qk, qr, kr]
+        bn = self.logit_norm
+        if self.recompute and self._fused_norm() and torch.is_grad_enabled():
+            # keep q and k, not the n_terms (B, G, L, L) logit terms, for the backward pass
+            logits, mean, var = torch.utils.checkpoint.checkpoint(
+                self._logits, q, k, H, W, use_reentrant=False, preserve_rng_state=False)
         else:
-            terms = [qk, self._det_pos_logits(q, H, W)]
-        logits = self._normed_sum(terms)  # B, G, L, L
+            logits, mean, var = self._logits(q, k, H, W)
+        if mean is not None and bn.training and bn.running_mean is not None:
+            self._update_running_stats(bn, mean.detach(), var.detach(), logits.numel() // G)
         attn = logits.softmax(dim=-1)
-        out = self.value_norm(torch.einsum('bgij,bgcj->bgci', attn, v).reshape(B, -1, H, W))
+        out = self.value_norm(torch.matmul(v, attn.transpose(-1, -2)).reshape(B, -1, H, W))
         if self.pe_type == 'classification':
-            sve = torch.einsum('bgij,cij->bgci', attn, ev).reshape(B, -1, H, W)
-            out = out + self.pos_value_norm(sve)
+            sve = _RelValue.apply(attn, self._cls_tables()[2])  # B, G, d_v, L
+            out = out + self.pos_value_norm(sve.reshape(B, -1, H, W))
         return out  # B, P, H, W
 
     def forward(self, x: Tensor) -> Tensor:
@@ -306,4 +432,4 @@ class LESAAttention(nn.Module):
         return self.pool(gate * binary + unary)
 
 
-__all__ = ['LESAAttention', 'build_dcn_conv', 'relative_index_1d']
+__all__ = ['LESAAttention', 'build_dcn_conv', 'relative_index_1d', 'skew']
