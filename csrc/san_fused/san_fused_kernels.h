@@ -207,21 +207,13 @@ void tile_weights(const Net<T>& net, const Window& win, const T* u1n, const T* u
   softmax_taps(s.logits.data(), net.cw, win.K, len);
 }
 
-// Gradient of gamma's first layer for one tap, given dz = d(loss)/d(conv1 output)
-// [M][kTile] (already masked by the ReLU that follows it) and a [Cr][kTile].
-// Accumulates db1 (if non-null), dw1, ds1, dt1; adds to du1 at the tile pixels and
-// subtracts from du2 at the source pixels.
+// Gradient through a = relu(s1 * r + t1) for tap k of a tile, given da = d(loss)/da
+// [Cr][kTile]: accumulates ds1, dt1; adds to du1 at the tile pixels and subtracts from
+// du2 at the source pixels.
 template <typename T>
-void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
-                     int64_t len, int64_t k, const T* dz, const T* a, Scratch<T>& s, T* db1, T* dw1,
-                     T* ds1, T* dt1, T* du1n, T* du2n) {
-  if (db1)
-    for (int64_t mm = 0; mm < net.m; ++mm)
-      for (int64_t p = 0; p < len; ++p) db1[mm] += dz[mm * kTile + p];
-  outer_accum(dw1, dz, kTile, a, net.m, net.cr, len);
-  T* da = s.da.data();
-  matmul(da, net.w1, int64_t(1), net.cr, dz, kTile, static_cast<const T*>(nullptr), net.cr, net.m,
-         len);
+void relation_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
+                       int64_t len, int64_t k, const T* da, const T* a, Scratch<T>& s, T* ds1,
+                       T* dt1, T* du1n, T* du2n) {
   T* r = s.r.data();
   for (int64_t c = 0; c < net.cr; ++c) {
     relation_row(u1n + c * win.HW + q0, u2n + c * win.HW, len, s.runs, k, r);
@@ -243,6 +235,21 @@ void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T
       for (int32_t p = p0; p < p1; ++p) gs2[p] -= r[p];
     });
   }
+}
+
+// Gradient of gamma's first layer for one tap, given dz = d(loss)/d(conv1 output)
+// [M][kTile] (already masked by the ReLU that follows it) and a [Cr][kTile].
+// Accumulates db1, dw1, then the relation's gradients (relation_backward).
+template <typename T>
+void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
+                     int64_t len, int64_t k, const T* dz, const T* a, Scratch<T>& s, T* db1, T* dw1,
+                     T* ds1, T* dt1, T* du1n, T* du2n) {
+  for (int64_t mm = 0; mm < net.m; ++mm)
+    for (int64_t p = 0; p < len; ++p) db1[mm] += dz[mm * kTile + p];
+  outer_accum(dw1, dz, kTile, a, net.m, net.cr, len);
+  matmul(s.da.data(), net.w1, int64_t(1), net.cr, dz, kTile, static_cast<const T*>(nullptr), net.cr,
+         net.m, len);
+  relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), a, s, ds1, dt1, du1n, du2n);
 }
 
 // Runs fn(n, q_begin, q_end, task) over bands of >= 2 * padding rows, even bands of
@@ -360,44 +367,57 @@ void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* g
   });
 }
 
+// out (Cr + 1, Cr): row 0 the sum of a, rows 1.. the sum of a a^T, over (N, K, H*W).
+// Per tile and tap, each sum over the tile's pixels is taken in T, then added to the
+// tile's double partial; the partials are added in tile order.
 template <typename T>
-void stats_kernel(const Window& win, const Net<T>& net, const T* u1, const T* u2, T* out) {
-  const int64_t tiles = num_tiles(win), HW = win.HW, Cr = net.cr, M = net.m;
-  std::vector<double> partials(win.g.n * tiles * 2 * M, 0.0);
+void moments_kernel(const Window& win, const Net<T>& net, const T* u1, const T* u2, T* out) {
+  const int64_t tiles = num_tiles(win), HW = win.HW, Cr = net.cr, size = (Cr + 1) * Cr;
+  std::vector<double> partials(win.g.n * tiles * size, 0.0);
   at::parallel_for(0, win.g.n * tiles, 1, [&](int64_t begin, int64_t end) {
     Scratch<T> s(net, win.K, false);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / tiles, q0 = (t % tiles) * kTile, len = std::min(kTile, HW - q0);
-      double* part = partials.data() + t * 2 * M;
+      double* part = partials.data() + t * size;
       s.index(win, q0, len);
       for (int64_t k = 0; k < win.K; ++k) {
+        const T* a = s.a.data();
         relation(net, win, u1 + n * Cr * HW, u2 + n * Cr * HW, q0, len, s.runs, k, s.a.data());
-        matmul(s.z.data(), net.w1, Cr, int64_t(1), s.a.data(), kTile,
-               static_cast<const T*>(nullptr), M, Cr, len);
-        for (int64_t i = 0; i < M; ++i) {
-          double sum = 0, sq = 0;
-          for (int64_t p = 0; p < len; ++p) {
-            const double zz = s.z[i * kTile + p];
-            sum += zz;
-            sq += zz * zz;
+        for (int64_t c = 0; c < Cr; ++c) {
+          const T* LSA_RESTRICT ac = a + c * kTile;
+          T sum = 0;
+          for (int64_t p = 0; p < len; ++p) sum += ac[p];
+          part[c] += sum;
+          for (int64_t c2 = 0; c2 <= c; ++c2) {
+            const T* LSA_RESTRICT a2 = a + c2 * kTile;
+            T dot = 0;
+            for (int64_t p = 0; p < len; ++p) dot += ac[p] * a2[p];
+            part[Cr + c * Cr + c2] += dot;
           }
-          part[i] += sum;
-          part[M + i] += sq;
         }
       }
     }
   });
-  std::vector<double> total(2 * M, 0.0);
+  std::vector<double> total(size, 0.0);
   for (int64_t t = 0; t < win.g.n * tiles; ++t)
-    for (int64_t i = 0; i < 2 * M; ++i) total[i] += partials[t * 2 * M + i];
-  for (int64_t i = 0; i < 2 * M; ++i) out[i] = static_cast<T>(total[i]);
+    for (int64_t i = 0; i < size; ++i) total[i] += partials[t * size + i];
+  for (int64_t c = 0; c < Cr; ++c) {
+    out[c] = static_cast<T>(total[c]);
+    for (int64_t c2 = 0; c2 <= c; ++c2)
+      out[Cr + c * Cr + c2] = out[Cr + c2 * Cr + c] = static_cast<T>(total[Cr + c * Cr + c2]);
+  }
 }
 
+// Backward of moments_kernel for grad (Cr + 1, Cr) = [g_a; G]: da = g_a + (G + G^T) a.
 template <typename T>
-void stats_backward_kernel(const Window& win, const Net<T>& net, const T* grad, const T* u1,
-                           const T* u2, T* du1, T* du2, std::vector<T>& partials,
-                           const GradLayout& lay) {
-  const int64_t HW = win.HW, Cr = net.cr, M = net.m;
+void moments_backward_kernel(const Window& win, const Net<T>& net, const T* grad, const T* u1,
+                             const T* u2, T* du1, T* du2, std::vector<T>& partials,
+                             const GradLayout& lay) {
+  const int64_t HW = win.HW, Cr = net.cr;
+  std::vector<T> gsym(Cr * Cr);
+  for (int64_t c = 0; c < Cr; ++c)
+    for (int64_t c2 = 0; c2 < Cr; ++c2)
+      gsym[c * Cr + c2] = grad[Cr + c * Cr + c2] + grad[Cr + c2 * Cr + c];
   partials.assign(num_bands(win) * lay.size, T(0));
   for_each_band(win, [&](int64_t n, int64_t qb, int64_t qe, int64_t task) {
     Scratch<T> s(net, win.K, false);
@@ -408,15 +428,9 @@ void stats_backward_kernel(const Window& win, const Net<T>& net, const T* grad, 
       s.index(win, q0, len);
       for (int64_t k = 0; k < win.K; ++k) {
         relation(net, win, u1n, u2n, q0, len, s.runs, k, s.a.data());
-        T* dz = s.dz.data();
-        matmul(dz, net.w1, Cr, int64_t(1), s.a.data(), kTile, static_cast<const T*>(nullptr), M, Cr,
-               len);
-        for (int64_t i = 0; i < M; ++i)
-          for (int64_t p = 0; p < len; ++p)
-            dz[i * kTile + p] = grad[i] + T(2) * grad[M + i] * dz[i * kTile + p];
-        layer1_backward(net, win, u1n, u2n, q0, len, k, dz, s.a.data(), s, static_cast<T*>(nullptr),
-                        part + lay.w1, part + lay.s1, part + lay.t1, du1 + n * Cr * HW,
-                        du2 + n * Cr * HW);
+        matmul(s.da.data(), gsym.data(), Cr, int64_t(1), s.a.data(), kTile, grad, Cr, Cr, len);
+        relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), s.a.data(), s, part + lay.s1,
+                          part + lay.t1, du1 + n * Cr * HW, du2 + n * Cr * HW);
       }
     }
   });
