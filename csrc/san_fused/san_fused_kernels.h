@@ -45,45 +45,65 @@ struct TapRuns {
     for (int32_t i = begin[k]; i < begin[k + 1]; ++i) f(runs[i].p0, runs[i].p1, runs[i].off);
   }
 };
+// kVec values of T as one GCC vector: the register block of matmul_rows.
+constexpr int64_t kVec = 8;
+template <typename T>
+struct VecType;
+template <>
+struct VecType<float> {
+  typedef float type __attribute__((vector_size(kVec * sizeof(float))));
+};
+template <>
+struct VecType<double> {
+  typedef double type __attribute__((vector_size(kVec * sizeof(double))));
+};
+
+// R rows of matmul: per group of kVec pixels the R output vectors stay in registers
+// while the input channels stream past (one load per channel shared by the R rows).
+// The sum runs bias first, then the channels in order, as a scalar loop would.
+template <int R, typename T>
+void matmul_rows(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int64_t sc,
+                 const T* LSA_RESTRICT in, int64_t in_stride, const T* bias, int64_t cols,
+                 int64_t len) {
+  using V = typename VecType<T>::type;
+  int64_t p = 0;
+  for (; p + kVec <= len; p += kVec) {
+    V acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = V{} + (bias ? bias[r] : T(0));
+    for (int64_t c = 0; c < cols; ++c) {
+      V x;
+      std::memcpy(&x, in + c * in_stride + p, sizeof x);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] += wt[r * si + c * sc] * x;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) std::memcpy(out + r * kTile + p, &acc[r], sizeof(V));
+  }
+  for (; p < len; ++p)
+    for (int r = 0; r < R; ++r) {
+      T acc = bias ? bias[r] : T(0);
+      for (int64_t c = 0; c < cols; ++c) acc += wt[r * si + c * sc] * in[c * in_stride + p];
+      out[r * kTile + p] = acc;
+    }
+}
+
 // out[i][p] = bias[i] + sum_c wt[i * si + c * sc] * in[c * in_stride + p] for p < len;
-// rows of `out` are kTile apart. Four output rows per pass share each input load.
+// rows of `out` are kTile apart. Blocks of 8, 4, then single rows (matmul_rows).
 template <typename T>
 void matmul(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int64_t sc,
             const T* LSA_RESTRICT in, int64_t in_stride, const T* bias, int64_t rows, int64_t cols,
             int64_t len) {
   int64_t i = 0;
-  for (; i + 4 <= rows; i += 4) {
-    T* LSA_RESTRICT o0 = out + i * kTile;
-    T* LSA_RESTRICT o1 = o0 + kTile;
-    T* LSA_RESTRICT o2 = o1 + kTile;
-    T* LSA_RESTRICT o3 = o2 + kTile;
-    for (int64_t p = 0; p < len; ++p) {
-      o0[p] = bias ? bias[i] : T(0);
-      o1[p] = bias ? bias[i + 1] : T(0);
-      o2[p] = bias ? bias[i + 2] : T(0);
-      o3[p] = bias ? bias[i + 3] : T(0);
-    }
-    for (int64_t c = 0; c < cols; ++c) {
-      const T w0 = wt[i * si + c * sc], w1 = wt[(i + 1) * si + c * sc];
-      const T w2 = wt[(i + 2) * si + c * sc], w3 = wt[(i + 3) * si + c * sc];
-      const T* LSA_RESTRICT x = in + c * in_stride;
-      for (int64_t p = 0; p < len; ++p) {
-        o0[p] += w0 * x[p];
-        o1[p] += w1 * x[p];
-        o2[p] += w2 * x[p];
-        o3[p] += w3 * x[p];
-      }
-    }
-  }
-  for (; i < rows; ++i) {
-    T* LSA_RESTRICT o = out + i * kTile;
-    for (int64_t p = 0; p < len; ++p) o[p] = bias ? bias[i] : T(0);
-    for (int64_t c = 0; c < cols; ++c) {
-      const T w = wt[i * si + c * sc];
-      const T* LSA_RESTRICT x = in + c * in_stride;
-      for (int64_t p = 0; p < len; ++p) o[p] += w * x[p];
-    }
-  }
+  for (; i + 8 <= rows; i += 8)
+    matmul_rows<8>(out + i * kTile, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
+                   cols, len);
+  for (; i + 4 <= rows; i += 4)
+    matmul_rows<4>(out + i * kTile, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
+                   cols, len);
+  for (; i < rows; ++i)
+    matmul_rows<1>(out + i * kTile, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
+                   cols, len);
 }
 
 // g[i * cols + c] += sum_p a[i * a_stride + p] * b[c * kTile + p]
