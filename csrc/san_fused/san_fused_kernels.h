@@ -64,7 +64,7 @@ struct VecType<double> {
 template <int R, typename T>
 void matmul_rows(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int64_t sc,
                  const T* LSA_RESTRICT in, int64_t in_stride, const T* bias, int64_t cols,
-                 int64_t len) {
+                 int64_t len, int64_t out_stride) {
   using V = typename VecType<T>::type;
   int64_t p = 0;
   for (; p + kVec <= len; p += kVec) {
@@ -78,32 +78,32 @@ void matmul_rows(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int6
       for (int r = 0; r < R; ++r) acc[r] += wt[r * si + c * sc] * x;
     }
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) std::memcpy(out + r * kTile + p, &acc[r], sizeof(V));
+    for (int r = 0; r < R; ++r) std::memcpy(out + r * out_stride + p, &acc[r], sizeof(V));
   }
   for (; p < len; ++p)
     for (int r = 0; r < R; ++r) {
       T acc = bias ? bias[r] : T(0);
       for (int64_t c = 0; c < cols; ++c) acc += wt[r * si + c * sc] * in[c * in_stride + p];
-      out[r * kTile + p] = acc;
+      out[r * out_stride + p] = acc;
     }
 }
 
 // out[i][p] = bias[i] + sum_c wt[i * si + c * sc] * in[c * in_stride + p] for p < len;
-// rows of `out` are kTile apart. Blocks of 8, 4, then single rows (matmul_rows).
+// rows of `out` are out_stride apart. Blocks of 8, 4, then single rows (matmul_rows).
 template <typename T>
 void matmul(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int64_t sc,
             const T* LSA_RESTRICT in, int64_t in_stride, const T* bias, int64_t rows, int64_t cols,
-            int64_t len) {
+            int64_t len, int64_t out_stride = kTile) {
   int64_t i = 0;
   for (; i + 8 <= rows; i += 8)
-    matmul_rows<8>(out + i * kTile, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
-                   cols, len);
+    matmul_rows<8>(out + i * out_stride, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
+                   cols, len, out_stride);
   for (; i + 4 <= rows; i += 4)
-    matmul_rows<4>(out + i * kTile, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
-                   cols, len);
+    matmul_rows<4>(out + i * out_stride, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
+                   cols, len, out_stride);
   for (; i < rows; ++i)
-    matmul_rows<1>(out + i * kTile, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
-                   cols, len);
+    matmul_rows<1>(out + i * out_stride, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
+                   cols, len, out_stride);
 }
 
 // g[i * cols + c] += sum_p a[i * a_stride + p] * b[c * kTile + p]
@@ -200,17 +200,8 @@ void mlp_tap(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, i
   relation(net, win, u1n, u2n, q0, len, tr, k, a);
   matmul(z, net.w1, net.cr, int64_t(1), a, kTile, net.b1, net.m, net.cr, len);
   relu_rows(z, net.m, len);
-  // logits_k rows are K * kTile apart: write through a contiguous block, then copy.
-  for (int64_t j = 0; j < net.cw; ++j) {
-    T* out = logits_k + j * win.K * kTile;
-    const T* wj = net.w2 + j * net.m;
-    for (int64_t p = 0; p < len; ++p) out[p] = net.b2[j];
-    for (int64_t mm = 0; mm < net.m; ++mm) {
-      const T w = wj[mm];
-      const T* zm = z + mm * kTile;
-      for (int64_t p = 0; p < len; ++p) out[p] += w * zm[p];
-    }
-  }
+  // logits_k rows are K * kTile apart
+  matmul(logits_k, net.w2, net.m, int64_t(1), z, kTile, net.b2, net.cw, net.m, len, win.K * kTile);
 }
 
 // The attention weights of a tile: idx and softmax(logits), [Cw][K][kTile]. With
