@@ -26,7 +26,7 @@ void check_matrix(const char* fn, const char* name, const at::Tensor& t, const a
 
 SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor& u2,
                          const at::Tensor& scale1, const at::Tensor& shift1,
-                         const at::Tensor& weight1, const at::Tensor* bias1,
+                         const at::Tensor* weight1, const at::Tensor* bias1,
                          const at::Tensor* weight2, const at::Tensor* bias2,
                          const at::Tensor* value, const at::Tensor* grad_output,
                          int64_t kernel_size, int64_t dilation, int64_t pad_mode, Dims* dims) {
@@ -43,11 +43,14 @@ SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor&
   check_same_device_dtype(fn, "u1", u1, "u2", u2);
   TORCH_CHECK(u2.sizes() == u1.sizes(), fn, ": u2 must have the shape of u1 ", u1.sizes(), ", got ",
               u2.sizes());
-  Dims d{g.c, weight1.dim() == 2 ? weight1.size(0) : 0, 0, 0};
+  Dims d{g.c, 0, 0, 0};
   check_vector(fn, "scale1", scale1, u1, d.cr);
   check_vector(fn, "shift1", shift1, u1, d.cr);
-  check_matrix(fn, "weight1", weight1, u1, -1, d.cr);
-  TORCH_CHECK(d.m >= 1, fn, ": weight1 must have at least one row");
+  if (weight1 != nullptr) {
+    check_matrix(fn, "weight1", *weight1, u1, -1, d.cr);
+    d.m = weight1->size(0);
+    TORCH_CHECK(d.m >= 1, fn, ": weight1 must have at least one row");
+  }
   if (bias1 != nullptr) check_vector(fn, "bias1", *bias1, u1, d.m);
   if (weight2 != nullptr) {
     check_matrix(fn, "weight2", *weight2, u1, -1, d.m);
@@ -89,9 +92,9 @@ TORCH_LIBRARY_FRAGMENT(lsa, m) {
       "Tensor scale1, Tensor shift1, Tensor weight1, Tensor bias1, Tensor weight2, "
       "Tensor bias2, int kernel_size, int dilation, int pad_mode) -> Tensor[]");
   m.def(
-      "san_pairwise_stats(Tensor u1, Tensor u2, Tensor scale1, Tensor shift1, Tensor weight1, "
+      "san_pairwise_moments(Tensor u1, Tensor u2, Tensor scale1, Tensor shift1, "
       "int kernel_size, int dilation, int pad_mode) -> Tensor");
   m.def(
-      "san_pairwise_stats_backward(Tensor grad, Tensor u1, Tensor u2, Tensor scale1, "
-      "Tensor shift1, Tensor weight1, int kernel_size, int dilation, int pad_mode) -> Tensor[]");
+      "san_pairwise_moments_backward(Tensor grad, Tensor u1, Tensor u2, Tensor scale1, "
+      "Tensor shift1, int kernel_size, int dilation, int pad_mode) -> Tensor[]");
 }

@@ -7,8 +7,9 @@
 //   l  = weight2 @ z + bias2                          (conv2: Cw logits)
 //   p  = softmax over the K taps of l                 (per weight channel)
 //   y[c, q] = sum_k p[c % Cw, k] * value[c, j]        (SAN aggregation)
-// The statistics op returns the per-channel sum and sum of squares over (N, K, H*W)
-// of conv1's raw output weight1 @ a (the input of gamma's BN2 in training mode).
+// The moments op returns, over (N, K, H*W), the sum of a (Cr) and the sum of a a^T
+// (Cr x Cr): the statistics of gamma's BN2 input weight1 @ a in training mode follow
+// from them as weight1 @ sum(a) and diag(weight1 sum(a a^T) weight1^T).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -22,13 +23,13 @@ struct Dims {
   int64_t cr, m, cw, c;  // relation, hidden, weight and value channels
 };
 
-// Checks u1/u2 (N, Cr, H, W), scale1/shift1 (Cr), weight1 (M, Cr) and, when given,
+// Checks u1/u2 (N, Cr, H, W), scale1/shift1 (Cr) and, when given, weight1 (M, Cr),
 // bias1 (M), weight2 (Cw, M), bias2 (Cw), value (N, C, H, W) with C % Cw == 0 and
 // grad_output (N, C, H, W). Returns the SAN "same" geometry: stride 1, padding
 // dilation * (kernel_size - 1) / 2; kernel_size must be odd.
 SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor& u2,
                          const at::Tensor& scale1, const at::Tensor& shift1,
-                         const at::Tensor& weight1, const at::Tensor* bias1,
+                         const at::Tensor* weight1, const at::Tensor* bias1,
                          const at::Tensor* weight2, const at::Tensor* bias2,
                          const at::Tensor* value, const at::Tensor* grad_output,
                          int64_t kernel_size, int64_t dilation, int64_t pad_mode, Dims* dims);

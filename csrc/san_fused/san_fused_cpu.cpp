@@ -6,14 +6,15 @@
 // the pixels); only (N, C, H, W)-sized tensors are read or written.
 //
 // Forward:     tasks = tiles; no shared writes.
-// Statistics:  tasks = tiles; per-task partial sums (double), added in task order.
+// Moments:     tasks = tiles; per-task partial sums (double), added in task order.
 // Backward:    recomputes the forward of a tile, then scatters into grad u2 / grad value
 //              at the taps' source pixels. Tasks are bands of B >= 2 * padding output
 //              rows, run in two phases (even bands, then odd bands): the source rows of
 //              two bands of one phase never overlap, so the scatters need no atomics and
 //              every element receives its terms in a fixed order. Parameter gradients
 //              are per-task partials added in task order. Results therefore do not
-//              depend on the thread count.
+//              depend on the thread count. The moments backward runs the same way
+//              (it needs only a, not gamma's layers: da = g_a + (G + G^T) a).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -23,6 +24,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -37,7 +39,7 @@ constexpr int64_t kTile = 64;  // pixels per tile (buffers are [channels][kTile]
 
 template <typename T>
 struct Net {
-  const T *s1, *t1, *w1, *b1, *w2, *b2;  // b1, w2, b2 may be null (statistics ops)
+  const T *s1, *t1, *w1, *b1, *w2, *b2;  // all but s1, t1 null in the moments ops
   int64_t cr, m, cw;
 };
 
@@ -65,16 +67,16 @@ struct Window {
 };
 
 template <typename T>
-Net<T> make_net(const at::Tensor& s1, const at::Tensor& t1, const at::Tensor& w1,
+Net<T> make_net(const at::Tensor& s1, const at::Tensor& t1, const at::Tensor* w1,
                 const at::Tensor* b1, const at::Tensor* w2, const at::Tensor* b2, int64_t cw) {
   return {s1.const_data_ptr<T>(),
           t1.const_data_ptr<T>(),
-          w1.const_data_ptr<T>(),
+          w1 ? w1->const_data_ptr<T>() : nullptr,
           b1 ? b1->const_data_ptr<T>() : nullptr,
           w2 ? w2->const_data_ptr<T>() : nullptr,
           b2 ? b2->const_data_ptr<T>() : nullptr,
           s1.size(0),
-          w1.size(0),
+          w1 ? w1->size(0) : 0,
           cw};
 }
 
@@ -153,7 +155,7 @@ at::Tensor forward_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Ten
                        int64_t dilation, int64_t pad_mode) {
   Dims d{};
   const SanGeometry g =
-      check_inputs("san_pairwise_forward", u1, u2, scale1, shift1, weight1, &bias1, &weight2,
+      check_inputs("san_pairwise_forward", u1, u2, scale1, shift1, &weight1, &bias1, &weight2,
                    &bias2, &value, nullptr, kernel_size, dilation, pad_mode, &d);
   const Window win(g);
   const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous(), v = value.contiguous();
@@ -161,7 +163,7 @@ at::Tensor forward_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Ten
   const at::Tensor b1 = bias1.contiguous(), w2 = weight2.contiguous(), b2 = bias2.contiguous();
   at::Tensor y = at::empty({g.n, d.c, g.h, g.w}, value.options());
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_forward_cpu", [&] {
-    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, &b1, &w2, &b2, d.cw);
+    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw);
     LSA_SAN_FUSED_CALL(forward_kernel<scalar_t>, win, net, d.c, x1.const_data_ptr<scalar_t>(),
                        x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
                        y.mutable_data_ptr<scalar_t>());
@@ -177,7 +179,7 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
                                      int64_t kernel_size, int64_t dilation, int64_t pad_mode) {
   Dims d{};
   const SanGeometry g =
-      check_inputs("san_pairwise_backward", u1, u2, scale1, shift1, weight1, &bias1, &weight2,
+      check_inputs("san_pairwise_backward", u1, u2, scale1, shift1, &weight1, &bias1, &weight2,
                    &bias2, &value, &grad_output, kernel_size, dilation, pad_mode, &d);
   const Window win(g);
   const at::Tensor gy = grad_output.contiguous(), x1 = u1.contiguous(), x2 = u2.contiguous();
@@ -189,7 +191,7 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
   at::Tensor db1 = at::empty_like(b1), dw2 = at::empty_like(w2), db2 = at::empty_like(b2);
   const GradLayout lay(d.cr, d.m, d.cw);
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_backward_cpu", [&] {
-    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, &b1, &w2, &b2, d.cw);
+    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw);
     std::vector<scalar_t> partials;
     LSA_SAN_FUSED_CALL(backward_kernel<scalar_t>, win, net, d.c, gy.const_data_ptr<scalar_t>(),
                        x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
@@ -207,55 +209,53 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
   return {du1, du2, dv, ds1, dt1, dw1, db1, dw2, db2};
 }
 
-at::Tensor stats_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Tensor& scale1,
-                     const at::Tensor& shift1, const at::Tensor& weight1, int64_t kernel_size,
-                     int64_t dilation, int64_t pad_mode) {
+at::Tensor moments_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Tensor& scale1,
+                       const at::Tensor& shift1, int64_t kernel_size, int64_t dilation,
+                       int64_t pad_mode) {
   Dims d{};
   const SanGeometry g =
-      check_inputs("san_pairwise_stats", u1, u2, scale1, shift1, weight1, nullptr, nullptr, nullptr,
-                   nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
+      check_inputs("san_pairwise_moments", u1, u2, scale1, shift1, nullptr, nullptr, nullptr,
+                   nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   const Window win(g);
   const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous();
-  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous(), w1 = weight1.contiguous();
-  at::Tensor out = at::empty({2, d.m}, u1.options());
-  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_cpu", [&] {
-    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, nullptr, nullptr, nullptr, 0);
-    LSA_SAN_FUSED_CALL(stats_kernel<scalar_t>, win, net, x1.const_data_ptr<scalar_t>(),
+  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous();
+  at::Tensor out = at::empty({d.cr + 1, d.cr}, u1.options());
+  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_moments_cpu", [&] {
+    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, nullptr, nullptr, nullptr, nullptr, 0);
+    LSA_SAN_FUSED_CALL(moments_kernel<scalar_t>, win, net, x1.const_data_ptr<scalar_t>(),
                        x2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
   });
   return out;
 }
 
-std::vector<at::Tensor> stats_backward_cpu(const at::Tensor& grad, const at::Tensor& u1,
-                                           const at::Tensor& u2, const at::Tensor& scale1,
-                                           const at::Tensor& shift1, const at::Tensor& weight1,
-                                           int64_t kernel_size, int64_t dilation,
-                                           int64_t pad_mode) {
+std::vector<at::Tensor> moments_backward_cpu(const at::Tensor& grad, const at::Tensor& u1,
+                                             const at::Tensor& u2, const at::Tensor& scale1,
+                                             const at::Tensor& shift1, int64_t kernel_size,
+                                             int64_t dilation, int64_t pad_mode) {
+  const char* fn = "san_pairwise_moments_backward";
   Dims d{};
-  const SanGeometry g =
-      check_inputs("san_pairwise_stats_backward", u1, u2, scale1, shift1, weight1, nullptr, nullptr,
-                   nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
-  check_float_tensor("san_pairwise_stats_backward", "grad", grad, 2);
-  TORCH_CHECK(grad.size(0) == 2 && grad.size(1) == d.m,
-              "san_pairwise_stats_backward: grad must have shape (2, ", d.m, "), got ",
-              grad.sizes());
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, nullptr, nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
+  check_float_tensor(fn, "grad", grad, 2);
+  TORCH_CHECK(grad.size(0) == d.cr + 1 && grad.size(1) == d.cr, fn, ": grad must have shape (",
+              d.cr + 1, ", ", d.cr, "), got ", grad.sizes());
   const Window win(g);
   const at::Tensor gr = grad.contiguous().to(u1.scalar_type());
   const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous();
-  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous(), w1 = weight1.contiguous();
+  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous();
   at::Tensor du1 = at::zeros_like(x1), du2 = at::zeros_like(x2);
-  at::Tensor ds1 = at::empty_like(s1), dt1 = at::empty_like(t1), dw1 = at::empty_like(w1);
-  const GradLayout lay(d.cr, d.m, 0);
-  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_backward_cpu", [&] {
-    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, w1, nullptr, nullptr, nullptr, 0);
+  at::Tensor ds1 = at::empty_like(s1), dt1 = at::empty_like(t1);
+  const GradLayout lay(d.cr, 0, 0);
+  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_moments_backward_cpu", [&] {
+    const Net<scalar_t> net = make_net<scalar_t>(s1, t1, nullptr, nullptr, nullptr, nullptr, 0);
     std::vector<scalar_t> partials;
-    LSA_SAN_FUSED_CALL(stats_backward_kernel<scalar_t>, win, net, gr.const_data_ptr<scalar_t>(),
+    LSA_SAN_FUSED_CALL(moments_backward_kernel<scalar_t>, win, net, gr.const_data_ptr<scalar_t>(),
                        x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
                        du1.mutable_data_ptr<scalar_t>(), du2.mutable_data_ptr<scalar_t>(), partials,
                        lay);
-    reduce_partials<scalar_t>(partials, lay, {{&ds1, lay.s1}, {&dt1, lay.t1}, {&dw1, lay.w1}});
+    reduce_partials<scalar_t>(partials, lay, {{&ds1, lay.s1}, {&dt1, lay.t1}});
   });
-  return {du1, du2, ds1, dt1, dw1};
+  return {du1, du2, ds1, dt1};
 }
 
 }  // namespace
@@ -265,6 +265,6 @@ std::vector<at::Tensor> stats_backward_cpu(const at::Tensor& grad, const at::Ten
 TORCH_LIBRARY_IMPL(lsa, CPU, m) {
   m.impl("san_pairwise_forward", &lsa::san_fused::forward_cpu);
   m.impl("san_pairwise_backward", &lsa::san_fused::backward_cpu);
-  m.impl("san_pairwise_stats", &lsa::san_fused::stats_cpu);
-  m.impl("san_pairwise_stats_backward", &lsa::san_fused::stats_backward_cpu);
+  m.impl("san_pairwise_moments", &lsa::san_fused::moments_cpu);
+  m.impl("san_pairwise_moments_backward", &lsa::san_fused::moments_backward_cpu);
 }

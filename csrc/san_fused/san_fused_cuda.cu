@@ -5,7 +5,8 @@
 //                   (first pass), then the aggregation of the channels c = j (mod Cw);
 //   backward:       thread per (n, pixel, j); recomputes the MLP per tap, atomics for the
 //                   scattered input gradients and the parameter gradients;
-//   stats (+ bwd):  thread per (n, pixel, tap); atomics into the (2, M) sums (double).
+//   moments (+ bwd): thread per (n, pixel, tap); atomics into the (Cr + 1, Cr) sums
+//                   (double) of a and a a^T.
 // Per-thread arrays hold one tap's relation/hidden channels: Cr, M <= kMaxCh.
 // Atomics make the CUDA gradients order-dependent in the last bits (the CPU kernels are
 // deterministic).
@@ -118,12 +119,23 @@ __global__ void forward_kernel(const Args<T> a, T* __restrict__ y) {
   }
 }
 
+// Gradients through act[c] = relu(s1 rel + t1) (act[c] > 0) of one (n, q, tap), given da.
+template <typename T>
+__device__ void act_backward(const Args<T>& a, int64_t n, int64_t q, int64_t src, const T* rel,
+                             int64_t c, T da, T* ds1, T* dt1, T* du1, T* du2) {
+  atomicAdd(ds1 + c, da * rel[c]);
+  atomicAdd(dt1 + c, da);
+  const T dr = a.s1[c] * da;
+  const int64_t base = (n * a.cr + c) * a.h * a.w;
+  atomicAdd(du1 + base + q, dr);
+  if (src >= 0) atomicAdd(du2 + base + src, -dr);
+}
+
 // Gradients of the first layer for one (n, q, tap), given dz (after the ReLU mask).
 template <typename T>
 __device__ void layer1_backward(const Args<T>& a, int64_t n, int64_t q, int64_t src, const T* rel,
                                 const T* act, const T* dz, T* db1, T* dw1, T* ds1, T* dt1, T* du1,
                                 T* du2) {
-  const int64_t HW = a.h * a.w;
   for (int64_t m = 0; m < a.m; ++m) {
     if (dz[m] == T(0)) continue;
     if (db1) atomicAdd(db1 + m, dz[m]);
@@ -133,12 +145,7 @@ __device__ void layer1_backward(const Args<T>& a, int64_t n, int64_t q, int64_t 
     if (!(act[c] > T(0))) continue;
     T da = 0;
     for (int64_t m = 0; m < a.m; ++m) da += a.w1[m * a.cr + c] * dz[m];
-    atomicAdd(ds1 + c, da * rel[c]);
-    atomicAdd(dt1 + c, da);
-    const T dr = a.s1[c] * da;
-    const int64_t base = (n * a.cr + c) * HW;
-    atomicAdd(du1 + base + q, dr);
-    if (src >= 0) atomicAdd(du2 + base + src, -dr);
+    act_backward(a, n, q, src, rel, c, da, ds1, dt1, du1, du2);
   }
 }
 
@@ -193,41 +200,47 @@ __global__ void backward_kernel(const Args<T> a, const T* __restrict__ gy, const
 }
 
 template <typename T>
-__global__ void stats_kernel(const Args<T> a, double* __restrict__ out) {
+__global__ void moments_kernel(const Args<T> a, double* __restrict__ out) {
   using index_t = int64_t;
   const int64_t HW = a.h * a.w, K = a.k * a.k, total = a.n * HW * K;
   T rel[kMaxCh], act[kMaxCh];
   LSA_FUSED_GRID_LOOP(i, total) {
     const int64_t kk = i % K, q = (i / K) % HW, n = i / (K * HW);
     relation(a, n, q, source(a, q, kk), rel, act);
-    for (int64_t m = 0; m < a.m; ++m) {
-      const double z = hidden(a, m, act);
-      atomicAdd(out + m, z);
-      atomicAdd(out + a.m + m, z * z);
+    for (int64_t c = 0; c < a.cr; ++c) {
+      if (!(act[c] > T(0))) continue;
+      atomicAdd(out + c, static_cast<double>(act[c]));
+      for (int64_t c2 = 0; c2 < a.cr; ++c2)
+        atomicAdd(out + a.cr + c * a.cr + c2, static_cast<double>(act[c]) * act[c2]);
     }
   }
 }
 
+// grad (Cr + 1, Cr) = [g_a; G]: da = g_a + (G + G^T) act.
 template <typename T>
-__global__ void stats_backward_kernel(const Args<T> a, const T* __restrict__ grad,
-                                      const Grads<T> g) {
+__global__ void moments_backward_kernel(const Args<T> a, const T* __restrict__ grad,
+                                        const Grads<T> g) {
   using index_t = int64_t;
   const int64_t HW = a.h * a.w, K = a.k * a.k, total = a.n * HW * K;
-  T rel[kMaxCh], act[kMaxCh], dz[kMaxCh];
+  T rel[kMaxCh], act[kMaxCh];
   LSA_FUSED_GRID_LOOP(i, total) {
     const int64_t kk = i % K, q = (i / K) % HW, n = i / (K * HW);
     const int64_t src = source(a, q, kk);
     relation(a, n, q, src, rel, act);
-    for (int64_t m = 0; m < a.m; ++m) dz[m] = grad[m] + T(2) * grad[a.m + m] * hidden(a, m, act);
-    layer1_backward(a, n, q, src, rel, act, dz, static_cast<T*>(nullptr), g.dw1, g.ds1, g.dt1,
-                    g.du1, g.du2);
+    for (int64_t c = 0; c < a.cr; ++c) {
+      if (!(act[c] > T(0))) continue;
+      T da = grad[c];
+      for (int64_t c2 = 0; c2 < a.cr; ++c2)
+        da += (grad[a.cr + c * a.cr + c2] + grad[a.cr + c2 * a.cr + c]) * act[c2];
+      act_backward(a, n, q, src, rel, c, da, g.ds1, g.dt1, g.du1, g.du2);
+    }
   }
 }
 
 template <typename T>
 Args<T> make_args(const SanGeometry& g, const Dims& d, const at::Tensor& u1, const at::Tensor& u2,
                   const at::Tensor* v, const at::Tensor& s1, const at::Tensor& t1,
-                  const at::Tensor& w1, const at::Tensor* b1, const at::Tensor* w2,
+                  const at::Tensor* w1, const at::Tensor* b1, const at::Tensor* w2,
                   const at::Tensor* b2) {
   auto ptr = [](const at::Tensor* t) { return t ? t->const_data_ptr<T>() : nullptr; };
   return {u1.const_data_ptr<T>(),
@@ -235,7 +248,7 @@ Args<T> make_args(const SanGeometry& g, const Dims& d, const at::Tensor& u1, con
           ptr(v),
           s1.const_data_ptr<T>(),
           t1.const_data_ptr<T>(),
-          w1.const_data_ptr<T>(),
+          ptr(w1),
           ptr(b1),
           ptr(w2),
           ptr(b2),
@@ -264,7 +277,7 @@ at::Tensor forward_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Te
                         int64_t dilation, int64_t pad_mode) {
   const char* fn = "san_pairwise_forward";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, &bias1, &weight2, &bias2,
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, &weight1, &bias1, &weight2, &bias2,
                                      &value, nullptr, kernel_size, dilation, pad_mode, &d);
   check_channels(fn, d);
   const c10::cuda::CUDAGuard guard(u1.device());
@@ -276,7 +289,7 @@ at::Tensor forward_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Te
   if (total == 0) return y;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_forward_cuda", [&] {
-    const auto a = make_args<scalar_t>(g, d, x1, x2, &v, s1, t1, w1, &b1, &w2, &b2);
+    const auto a = make_args<scalar_t>(g, d, x1, x2, &v, s1, t1, &w1, &b1, &w2, &b2);
     forward_kernel<scalar_t>
         <<<num_blocks(total), kThreads, 0, stream>>>(a, y.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -292,7 +305,7 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_output, const at::T
                                       int64_t kernel_size, int64_t dilation, int64_t pad_mode) {
   const char* fn = "san_pairwise_backward";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, &bias1, &weight2, &bias2,
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, &weight1, &bias1, &weight2, &bias2,
                                      &value, &grad_output, kernel_size, dilation, pad_mode, &d);
   check_channels(fn, d);
   const c10::cuda::CUDAGuard guard(u1.device());
@@ -307,7 +320,7 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_output, const at::T
   if (total == 0) return out;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_backward_cuda", [&] {
-    const auto a = make_args<scalar_t>(g, d, x1, x2, &v, s1, t1, w1, &b1, &w2, &b2);
+    const auto a = make_args<scalar_t>(g, d, x1, x2, &v, s1, t1, &w1, &b1, &w2, &b2);
     Grads<scalar_t> gr{};
     scalar_t** slots[] = {&gr.du1, &gr.du2, &gr.dv,  &gr.ds1, &gr.dt1,
                           &gr.dw1, &gr.db1, &gr.dw2, &gr.db2};
@@ -319,25 +332,25 @@ std::vector<at::Tensor> backward_cuda(const at::Tensor& grad_output, const at::T
   return out;
 }
 
-at::Tensor stats_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Tensor& scale1,
-                      const at::Tensor& shift1, const at::Tensor& weight1, int64_t kernel_size,
-                      int64_t dilation, int64_t pad_mode) {
-  const char* fn = "san_pairwise_stats";
+at::Tensor moments_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Tensor& scale1,
+                        const at::Tensor& shift1, int64_t kernel_size, int64_t dilation,
+                        int64_t pad_mode) {
+  const char* fn = "san_pairwise_moments";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr, nullptr,
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, nullptr, nullptr, nullptr, nullptr,
                                      nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   check_channels(fn, d);
   const c10::cuda::CUDAGuard guard(u1.device());
   const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous();
-  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous(), w1 = weight1.contiguous();
-  at::Tensor sums = at::zeros({2, d.m}, u1.options().dtype(at::kDouble));
+  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous();
+  at::Tensor sums = at::zeros({d.cr + 1, d.cr}, u1.options().dtype(at::kDouble));
   const int64_t total = g.n * g.h * g.w * g.kh * g.kw;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   if (total > 0) {
-    AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_moments_cuda", [&] {
       const auto a =
-          make_args<scalar_t>(g, d, x1, x2, nullptr, s1, t1, w1, nullptr, nullptr, nullptr);
-      stats_kernel<scalar_t>
+          make_args<scalar_t>(g, d, x1, x2, nullptr, s1, t1, nullptr, nullptr, nullptr, nullptr);
+      moments_kernel<scalar_t>
           <<<num_blocks(total), kThreads, 0, stream>>>(a, sums.mutable_data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -345,38 +358,36 @@ at::Tensor stats_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Tens
   return sums.to(u1.scalar_type());
 }
 
-std::vector<at::Tensor> stats_backward_cuda(const at::Tensor& grad, const at::Tensor& u1,
-                                            const at::Tensor& u2, const at::Tensor& scale1,
-                                            const at::Tensor& shift1, const at::Tensor& weight1,
-                                            int64_t kernel_size, int64_t dilation,
-                                            int64_t pad_mode) {
-  const char* fn = "san_pairwise_stats_backward";
+std::vector<at::Tensor> moments_backward_cuda(const at::Tensor& grad, const at::Tensor& u1,
+                                              const at::Tensor& u2, const at::Tensor& scale1,
+                                              const at::Tensor& shift1, int64_t kernel_size,
+                                              int64_t dilation, int64_t pad_mode) {
+  const char* fn = "san_pairwise_moments_backward";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr, nullptr,
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, nullptr, nullptr, nullptr, nullptr,
                                      nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   check_channels(fn, d);
   check_float_tensor(fn, "grad", grad, 2);
-  TORCH_CHECK(grad.size(0) == 2 && grad.size(1) == d.m, fn, ": grad must have shape (2, ", d.m,
-              "), got ", grad.sizes());
+  TORCH_CHECK(grad.size(0) == d.cr + 1 && grad.size(1) == d.cr, fn, ": grad must have shape (",
+              d.cr + 1, ", ", d.cr, "), got ", grad.sizes());
   const c10::cuda::CUDAGuard guard(u1.device());
   const at::Tensor gr = grad.contiguous().to(u1.scalar_type());
   const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous();
-  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous(), w1 = weight1.contiguous();
+  const at::Tensor s1 = scale1.contiguous(), t1 = shift1.contiguous();
   std::vector<at::Tensor> out;
-  for (const at::Tensor* t : {&x1, &x2, &s1, &t1, &w1}) out.push_back(at::zeros_like(*t));
+  for (const at::Tensor* t : {&x1, &x2, &s1, &t1}) out.push_back(at::zeros_like(*t));
   const int64_t total = g.n * g.h * g.w * g.kh * g.kw;
   if (total == 0) return out;
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_stats_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_moments_backward_cuda", [&] {
     const auto a =
-        make_args<scalar_t>(g, d, x1, x2, nullptr, s1, t1, w1, nullptr, nullptr, nullptr);
+        make_args<scalar_t>(g, d, x1, x2, nullptr, s1, t1, nullptr, nullptr, nullptr, nullptr);
     Grads<scalar_t> gs{};
     gs.du1 = out[0].mutable_data_ptr<scalar_t>();
     gs.du2 = out[1].mutable_data_ptr<scalar_t>();
     gs.ds1 = out[2].mutable_data_ptr<scalar_t>();
     gs.dt1 = out[3].mutable_data_ptr<scalar_t>();
-    gs.dw1 = out[4].mutable_data_ptr<scalar_t>();
-    stats_backward_kernel<scalar_t>
+    moments_backward_kernel<scalar_t>
         <<<num_blocks(total), kThreads, 0, stream>>>(a, gr.const_data_ptr<scalar_t>(), gs);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -390,6 +401,6 @@ std::vector<at::Tensor> stats_backward_cuda(const at::Tensor& grad, const at::Te
 TORCH_LIBRARY_IMPL(lsa, CUDA, m) {
   m.impl("san_pairwise_forward", &lsa::san_fused::forward_cuda);
   m.impl("san_pairwise_backward", &lsa::san_fused::backward_cuda);
-  m.impl("san_pairwise_stats", &lsa::san_fused::stats_cuda);
-  m.impl("san_pairwise_stats_backward", &lsa::san_fused::stats_backward_cuda);
+  m.impl("san_pairwise_moments", &lsa::san_fused::moments_cuda);
+  m.impl("san_pairwise_moments_backward", &lsa::san_fused::moments_backward_cuda);
 }

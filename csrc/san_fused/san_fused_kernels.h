@@ -45,45 +45,65 @@ struct TapRuns {
     for (int32_t i = begin[k]; i < begin[k + 1]; ++i) f(runs[i].p0, runs[i].p1, runs[i].off);
   }
 };
+// kVec values of T as one GCC vector: the register block of matmul_rows.
+constexpr int64_t kVec = 8;
+template <typename T>
+struct VecType;
+template <>
+struct VecType<float> {
+  typedef float type __attribute__((vector_size(kVec * sizeof(float))));
+};
+template <>
+struct VecType<double> {
+  typedef double type __attribute__((vector_size(kVec * sizeof(double))));
+};
+
+// R rows of matmul: per group of kVec pixels the R output vectors stay in registers
+// while the input channels stream past (one load per channel shared by the R rows).
+// The sum runs bias first, then the channels in order, as a scalar loop would.
+template <int R, typename T>
+void matmul_rows(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int64_t sc,
+                 const T* LSA_RESTRICT in, int64_t in_stride, const T* bias, int64_t cols,
+                 int64_t len, int64_t out_stride) {
+  using V = typename VecType<T>::type;
+  int64_t p = 0;
+  for (; p + kVec <= len; p += kVec) {
+    V acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[r] = V{} + (bias ? bias[r] : T(0));
+    for (int64_t c = 0; c < cols; ++c) {
+      V x;
+      std::memcpy(&x, in + c * in_stride + p, sizeof x);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] += wt[r * si + c * sc] * x;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) std::memcpy(out + r * out_stride + p, &acc[r], sizeof(V));
+  }
+  for (; p < len; ++p)
+    for (int r = 0; r < R; ++r) {
+      T acc = bias ? bias[r] : T(0);
+      for (int64_t c = 0; c < cols; ++c) acc += wt[r * si + c * sc] * in[c * in_stride + p];
+      out[r * out_stride + p] = acc;
+    }
+}
+
 // out[i][p] = bias[i] + sum_c wt[i * si + c * sc] * in[c * in_stride + p] for p < len;
-// rows of `out` are kTile apart. Four output rows per pass share each input load.
+// rows of `out` are out_stride apart. Blocks of 8, 4, then single rows (matmul_rows).
 template <typename T>
 void matmul(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int64_t sc,
             const T* LSA_RESTRICT in, int64_t in_stride, const T* bias, int64_t rows, int64_t cols,
-            int64_t len) {
+            int64_t len, int64_t out_stride = kTile) {
   int64_t i = 0;
-  for (; i + 4 <= rows; i += 4) {
-    T* LSA_RESTRICT o0 = out + i * kTile;
-    T* LSA_RESTRICT o1 = o0 + kTile;
-    T* LSA_RESTRICT o2 = o1 + kTile;
-    T* LSA_RESTRICT o3 = o2 + kTile;
-    for (int64_t p = 0; p < len; ++p) {
-      o0[p] = bias ? bias[i] : T(0);
-      o1[p] = bias ? bias[i + 1] : T(0);
-      o2[p] = bias ? bias[i + 2] : T(0);
-      o3[p] = bias ? bias[i + 3] : T(0);
-    }
-    for (int64_t c = 0; c < cols; ++c) {
-      const T w0 = wt[i * si + c * sc], w1 = wt[(i + 1) * si + c * sc];
-      const T w2 = wt[(i + 2) * si + c * sc], w3 = wt[(i + 3) * si + c * sc];
-      const T* LSA_RESTRICT x = in + c * in_stride;
-      for (int64_t p = 0; p < len; ++p) {
-        o0[p] += w0 * x[p];
-        o1[p] += w1 * x[p];
-        o2[p] += w2 * x[p];
-        o3[p] += w3 * x[p];
-      }
-    }
-  }
-  for (; i < rows; ++i) {
-    T* LSA_RESTRICT o = out + i * kTile;
-    for (int64_t p = 0; p < len; ++p) o[p] = bias ? bias[i] : T(0);
-    for (int64_t c = 0; c < cols; ++c) {
-      const T w = wt[i * si + c * sc];
-      const T* LSA_RESTRICT x = in + c * in_stride;
-      for (int64_t p = 0; p < len; ++p) o[p] += w * x[p];
-    }
-  }
+  for (; i + 8 <= rows; i += 8)
+    matmul_rows<8>(out + i * out_stride, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
+                   cols, len, out_stride);
+  for (; i + 4 <= rows; i += 4)
+    matmul_rows<4>(out + i * out_stride, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
+                   cols, len, out_stride);
+  for (; i < rows; ++i)
+    matmul_rows<1>(out + i * out_stride, wt + i * si, si, sc, in, in_stride, bias ? bias + i : bias,
+                   cols, len, out_stride);
 }
 
 // g[i * cols + c] += sum_p a[i * a_stride + p] * b[c * kTile + p]
@@ -180,17 +200,8 @@ void mlp_tap(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, i
   relation(net, win, u1n, u2n, q0, len, tr, k, a);
   matmul(z, net.w1, net.cr, int64_t(1), a, kTile, net.b1, net.m, net.cr, len);
   relu_rows(z, net.m, len);
-  // logits_k rows are K * kTile apart: write through a contiguous block, then copy.
-  for (int64_t j = 0; j < net.cw; ++j) {
-    T* out = logits_k + j * win.K * kTile;
-    const T* wj = net.w2 + j * net.m;
-    for (int64_t p = 0; p < len; ++p) out[p] = net.b2[j];
-    for (int64_t mm = 0; mm < net.m; ++mm) {
-      const T w = wj[mm];
-      const T* zm = z + mm * kTile;
-      for (int64_t p = 0; p < len; ++p) out[p] += w * zm[p];
-    }
-  }
+  // logits_k rows are K * kTile apart
+  matmul(logits_k, net.w2, net.m, int64_t(1), z, kTile, net.b2, net.cw, net.m, len, win.K * kTile);
 }
 
 // The attention weights of a tile: idx and softmax(logits), [Cw][K][kTile]. With
@@ -207,21 +218,13 @@ void tile_weights(const Net<T>& net, const Window& win, const T* u1n, const T* u
   softmax_taps(s.logits.data(), net.cw, win.K, len);
 }
 
-// Gradient of gamma's first layer for one tap, given dz = d(loss)/d(conv1 output)
-// [M][kTile] (already masked by the ReLU that follows it) and a [Cr][kTile].
-// Accumulates db1 (if non-null), dw1, ds1, dt1; adds to du1 at the tile pixels and
-// subtracts from du2 at the source pixels.
+// Gradient through a = relu(s1 * r + t1) for tap k of a tile, given da = d(loss)/da
+// [Cr][kTile]: accumulates ds1, dt1; adds to du1 at the tile pixels and subtracts from
+// du2 at the source pixels.
 template <typename T>
-void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
-                     int64_t len, int64_t k, const T* dz, const T* a, Scratch<T>& s, T* db1, T* dw1,
-                     T* ds1, T* dt1, T* du1n, T* du2n) {
-  if (db1)
-    for (int64_t mm = 0; mm < net.m; ++mm)
-      for (int64_t p = 0; p < len; ++p) db1[mm] += dz[mm * kTile + p];
-  outer_accum(dw1, dz, kTile, a, net.m, net.cr, len);
-  T* da = s.da.data();
-  matmul(da, net.w1, int64_t(1), net.cr, dz, kTile, static_cast<const T*>(nullptr), net.cr, net.m,
-         len);
+void relation_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
+                       int64_t len, int64_t k, const T* da, const T* a, Scratch<T>& s, T* ds1,
+                       T* dt1, T* du1n, T* du2n) {
   T* r = s.r.data();
   for (int64_t c = 0; c < net.cr; ++c) {
     relation_row(u1n + c * win.HW + q0, u2n + c * win.HW, len, s.runs, k, r);
@@ -243,6 +246,21 @@ void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T
       for (int32_t p = p0; p < p1; ++p) gs2[p] -= r[p];
     });
   }
+}
+
+// Gradient of gamma's first layer for one tap, given dz = d(loss)/d(conv1 output)
+// [M][kTile] (already masked by the ReLU that follows it) and a [Cr][kTile].
+// Accumulates db1, dw1, then the relation's gradients (relation_backward).
+template <typename T>
+void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
+                     int64_t len, int64_t k, const T* dz, const T* a, Scratch<T>& s, T* db1, T* dw1,
+                     T* ds1, T* dt1, T* du1n, T* du2n) {
+  for (int64_t mm = 0; mm < net.m; ++mm)
+    for (int64_t p = 0; p < len; ++p) db1[mm] += dz[mm * kTile + p];
+  outer_accum(dw1, dz, kTile, a, net.m, net.cr, len);
+  matmul(s.da.data(), net.w1, int64_t(1), net.cr, dz, kTile, static_cast<const T*>(nullptr), net.cr,
+         net.m, len);
+  relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), a, s, ds1, dt1, du1n, du2n);
 }
 
 // Runs fn(n, q_begin, q_end, task) over bands of >= 2 * padding rows, even bands of
@@ -360,44 +378,57 @@ void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* g
   });
 }
 
+// out (Cr + 1, Cr): row 0 the sum of a, rows 1.. the sum of a a^T, over (N, K, H*W).
+// Per tile and tap, each sum over the tile's pixels is taken in T, then added to the
+// tile's double partial; the partials are added in tile order.
 template <typename T>
-void stats_kernel(const Window& win, const Net<T>& net, const T* u1, const T* u2, T* out) {
-  const int64_t tiles = num_tiles(win), HW = win.HW, Cr = net.cr, M = net.m;
-  std::vector<double> partials(win.g.n * tiles * 2 * M, 0.0);
+void moments_kernel(const Window& win, const Net<T>& net, const T* u1, const T* u2, T* out) {
+  const int64_t tiles = num_tiles(win), HW = win.HW, Cr = net.cr, size = (Cr + 1) * Cr;
+  std::vector<double> partials(win.g.n * tiles * size, 0.0);
   at::parallel_for(0, win.g.n * tiles, 1, [&](int64_t begin, int64_t end) {
     Scratch<T> s(net, win.K, false);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / tiles, q0 = (t % tiles) * kTile, len = std::min(kTile, HW - q0);
-      double* part = partials.data() + t * 2 * M;
+      double* part = partials.data() + t * size;
       s.index(win, q0, len);
       for (int64_t k = 0; k < win.K; ++k) {
+        const T* a = s.a.data();
         relation(net, win, u1 + n * Cr * HW, u2 + n * Cr * HW, q0, len, s.runs, k, s.a.data());
-        matmul(s.z.data(), net.w1, Cr, int64_t(1), s.a.data(), kTile,
-               static_cast<const T*>(nullptr), M, Cr, len);
-        for (int64_t i = 0; i < M; ++i) {
-          double sum = 0, sq = 0;
-          for (int64_t p = 0; p < len; ++p) {
-            const double zz = s.z[i * kTile + p];
-            sum += zz;
-            sq += zz * zz;
+        for (int64_t c = 0; c < Cr; ++c) {
+          const T* LSA_RESTRICT ac = a + c * kTile;
+          T sum = 0;
+          for (int64_t p = 0; p < len; ++p) sum += ac[p];
+          part[c] += sum;
+          for (int64_t c2 = 0; c2 <= c; ++c2) {
+            const T* LSA_RESTRICT a2 = a + c2 * kTile;
+            T dot = 0;
+            for (int64_t p = 0; p < len; ++p) dot += ac[p] * a2[p];
+            part[Cr + c * Cr + c2] += dot;
           }
-          part[i] += sum;
-          part[M + i] += sq;
         }
       }
     }
   });
-  std::vector<double> total(2 * M, 0.0);
+  std::vector<double> total(size, 0.0);
   for (int64_t t = 0; t < win.g.n * tiles; ++t)
-    for (int64_t i = 0; i < 2 * M; ++i) total[i] += partials[t * 2 * M + i];
-  for (int64_t i = 0; i < 2 * M; ++i) out[i] = static_cast<T>(total[i]);
+    for (int64_t i = 0; i < size; ++i) total[i] += partials[t * size + i];
+  for (int64_t c = 0; c < Cr; ++c) {
+    out[c] = static_cast<T>(total[c]);
+    for (int64_t c2 = 0; c2 <= c; ++c2)
+      out[Cr + c * Cr + c2] = out[Cr + c2 * Cr + c] = static_cast<T>(total[Cr + c * Cr + c2]);
+  }
 }
 
+// Backward of moments_kernel for grad (Cr + 1, Cr) = [g_a; G]: da = g_a + (G + G^T) a.
 template <typename T>
-void stats_backward_kernel(const Window& win, const Net<T>& net, const T* grad, const T* u1,
-                           const T* u2, T* du1, T* du2, std::vector<T>& partials,
-                           const GradLayout& lay) {
-  const int64_t HW = win.HW, Cr = net.cr, M = net.m;
+void moments_backward_kernel(const Window& win, const Net<T>& net, const T* grad, const T* u1,
+                             const T* u2, T* du1, T* du2, std::vector<T>& partials,
+                             const GradLayout& lay) {
+  const int64_t HW = win.HW, Cr = net.cr;
+  std::vector<T> gsym(Cr * Cr);
+  for (int64_t c = 0; c < Cr; ++c)
+    for (int64_t c2 = 0; c2 < Cr; ++c2)
+      gsym[c * Cr + c2] = grad[Cr + c * Cr + c2] + grad[Cr + c2 * Cr + c];
   partials.assign(num_bands(win) * lay.size, T(0));
   for_each_band(win, [&](int64_t n, int64_t qb, int64_t qe, int64_t task) {
     Scratch<T> s(net, win.K, false);
@@ -408,15 +439,9 @@ void stats_backward_kernel(const Window& win, const Net<T>& net, const T* grad, 
       s.index(win, q0, len);
       for (int64_t k = 0; k < win.K; ++k) {
         relation(net, win, u1n, u2n, q0, len, s.runs, k, s.a.data());
-        T* dz = s.dz.data();
-        matmul(dz, net.w1, Cr, int64_t(1), s.a.data(), kTile, static_cast<const T*>(nullptr), M, Cr,
-               len);
-        for (int64_t i = 0; i < M; ++i)
-          for (int64_t p = 0; p < len; ++p)
-            dz[i * kTile + p] = grad[i] + T(2) * grad[M + i] * dz[i * kTile + p];
-        layer1_backward(net, win, u1n, u2n, q0, len, k, dz, s.a.data(), s, static_cast<T*>(nullptr),
-                        part + lay.w1, part + lay.s1, part + lay.t1, du1 + n * Cr * HW,
-                        du2 + n * Cr * HW);
+        matmul(s.da.data(), gsym.data(), Cr, int64_t(1), s.a.data(), kTile, grad, Cr, Cr, len);
+        relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), s.a.data(), s, part + lay.s1,
+                          part + lay.t1, du1 + n * Cr * HW, du2 + n * Cr * HW);
       }
     }
   });

@@ -1,7 +1,7 @@
 """Fused SAN pairwise attention: relation, weight MLP, softmax and aggregation in one op.
 
 Layering: :func:`san_pairwise_attention` and :func:`san_pairwise_stats` validate, then
-call ``torch.ops.lsa.san_pairwise_forward`` / ``san_pairwise_stats`` (C++ CPU / CUDA
+call ``torch.ops.lsa.san_pairwise_forward`` / ``san_pairwise_moments`` (C++ CPU / CUDA
 kernels in ``csrc/san_fused/``). Both work tile by tile and never build a tensor with a
 tap axis; their autograd formulas recompute the forward of a tile instead of saving
 activations. Fake implementations let ``torch.compile`` trace them. References (the
@@ -123,15 +123,23 @@ def san_pairwise_attention(u1: Tensor, u2: Tensor, value: Tensor, scale1: Tensor
 
 def san_pairwise_stats(u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, weight1: Tensor,
                        kernel_size: int, dilation: int = 1, pad_mode: str = 'reflect') -> Tensor:
-    """Sum and sum of squares over (N, K, H*W) of ``weight1 @ relu(scale1 * r + shift1)``
-    (the input of gamma's second BatchNorm), fused: (2, M). Arguments as in
-    :func:`san_pairwise_attention`. Reference: :func:`lsa.ops.reference.san_pairwise_stats_ref`.
+    """Sum and sum of squares over (N, K, H*W) of ``h = weight1 @ a``,
+    ``a = relu(scale1 * r + shift1)`` (the input of gamma's second BatchNorm), fused: (2, M).
+    Arguments as in :func:`san_pairwise_attention`. Reference:
+    :func:`lsa.ops.reference.san_pairwise_stats_ref`.
+
+    The kernel (``torch.ops.lsa.san_pairwise_moments``) returns ``sum a`` (Cr) and
+    ``S = sum a a^T`` (Cr, Cr); then ``sum h = weight1 @ sum a`` and
+    ``sum h^2 = diag(weight1 S weight1^T)``. Its backward needs only ``a`` (not gamma's
+    first layer): ``da = g_a + (G + G^T) a`` for the gradients ``g_a``, ``G`` of the sums.
     """
     op = 'san_pairwise_stats'
     _check(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode)
     require_kernels('san_pairwise', u1)
-    return torch.ops.lsa.san_pairwise_stats(u1, u2, scale1, shift1, weight1, kernel_size,
-                                            dilation, PAD_MODES[pad_mode])
+    moments = torch.ops.lsa.san_pairwise_moments(u1, u2, scale1, shift1, kernel_size, dilation,
+                                                 PAD_MODES[pad_mode])
+    sum_a, second = moments[0], moments[1:]
+    return torch.stack([weight1 @ sum_a, ((weight1 @ second) * weight1).sum(1)])
 
 
 def _register() -> None:
@@ -146,14 +154,14 @@ def _register() -> None:
         return [torch.empty_like(t, memory_format=torch.contiguous_format)
                 for t in inputs_and_args[:9]]
 
-    @torch.library.register_fake('lsa::san_pairwise_stats')
-    def _fake_stats(u1, u2, scale1, shift1, weight1, *args):
-        return u1.new_empty((2, weight1.shape[0]))
+    @torch.library.register_fake('lsa::san_pairwise_moments')
+    def _fake_moments(u1, *args):
+        return u1.new_empty((u1.shape[1] + 1, u1.shape[1]))
 
-    @torch.library.register_fake('lsa::san_pairwise_stats_backward')
-    def _fake_stats_backward(grad, *inputs_and_args):
+    @torch.library.register_fake('lsa::san_pairwise_moments_backward')
+    def _fake_moments_backward(grad, *inputs_and_args):
         return [torch.empty_like(t, memory_format=torch.contiguous_format)
-                for t in inputs_and_args[:5]]
+                for t in inputs_and_args[:4]]
 
     def _setup(ctx, inputs, output, n):
         ctx.save_for_backward(*inputs[:n])
@@ -163,16 +171,16 @@ def _register() -> None:
         grads = torch.ops.lsa.san_pairwise_backward(grad_output, *ctx.saved_tensors, *ctx.args)
         return (*grads, None, None, None)
 
-    def _stats_backward(ctx, grad):
-        grads = torch.ops.lsa.san_pairwise_stats_backward(grad, *ctx.saved_tensors, *ctx.args)
+    def _moments_backward(ctx, grad):
+        grads = torch.ops.lsa.san_pairwise_moments_backward(grad, *ctx.saved_tensors, *ctx.args)
         return (*grads, None, None, None)
 
     torch.library.register_autograd(
         'lsa::san_pairwise_forward', _backward,
         setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, 9))
     torch.library.register_autograd(
-        'lsa::san_pairwise_stats', _stats_backward,
-        setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, 5))
+        'lsa::san_pairwise_moments', _moments_backward,
+        setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, 4))
 
 
 if HAS_EXT and hasattr(torch.ops.lsa, 'san_pairwise_forward'):

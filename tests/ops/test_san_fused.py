@@ -5,6 +5,7 @@ from torch.library import opcheck
 
 import lsa.ops._ext as ext
 from lsa.ops import san_pairwise_attention, san_pairwise_stats
+from lsa.ops._san_args import PAD_MODES
 from lsa.ops.reference import san_pairwise_ref, san_pairwise_stats_ref, subtraction2_ref
 from lsa.ops.san_gamma import relation_moments
 
@@ -114,7 +115,22 @@ def test_gradcheck():
 def test_opcheck(dtype):
     ins = [t.detach().to(dtype).requires_grad_() for t in make(2, 5, 6)]
     opcheck(torch.ops.lsa.san_pairwise_forward, (*ins, 3, 1, 1))
-    opcheck(torch.ops.lsa.san_pairwise_stats, (*stats_inputs(ins), 3, 1, 1))
+    opcheck(torch.ops.lsa.san_pairwise_moments, (ins[0], ins[1], ins[3], ins[4], 3, 1, 1))
+
+
+@pytest.mark.parametrize('k, d, mode', [(3, 1, 'reflect'), (3, 2, 'zeros')])
+def test_moments_op_match_explicit(k, d, mode):
+    """The kernel behind san_pairwise_stats: sum of a and of a a^T over (N, K, H*W)."""
+    u1, u2, _, s1, t1 = make(2, 6, 7)[:5]
+    r = subtraction2_ref(u1, u2, k, 1, d * (k - 1) // 2, d, mode)
+    a = torch.relu(r * s1.view(1, -1, 1, 1) + t1.view(1, -1, 1, 1)).transpose(0, 1).flatten(1)
+    got = torch.ops.lsa.san_pairwise_moments(u1, u2, s1, t1, k, d, PAD_MODES[mode])
+    want = torch.cat([a.sum(1)[None], a @ a.T])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(want)
+    assert_all_close(torch.autograd.grad(got, (u1, u2, s1, t1), g),
+                     torch.autograd.grad(want, (u1, u2, s1, t1), g), 1e-10,
+                     ['u1', 'u2', 'scale1', 'shift1'])
 
 
 def test_deterministic_and_thread_count_independent():
