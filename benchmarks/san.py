@@ -34,7 +34,7 @@ RESNET_LAYERS = {26: (1, 2, 4, 1), 38: (2, 3, 5, 2)}
 
 def build(name: str) -> nn.Module:
     """``name`` -> classifier (N, 3, 224, 224) -> (N, 1000)."""
-    import lsa  # noqa: F401  (registers lsa's modules; lets mmpretrain import on CPU torch)
+    import lsa.compat_apply  # noqa: F401  (lsa.compat.apply(): mmpretrain imports on CPU torch)
     if name.startswith('resnet'):
         from mmpretrain.models.backbones import ResNet
         from mmpretrain.models.backbones.resnet import Bottleneck
