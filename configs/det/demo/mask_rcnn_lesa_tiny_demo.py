@@ -30,7 +30,8 @@ model = dict(
         bbox_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=1)),
         # four 3x3 convs (32 channels) before the fc: the recipe's 2-fc head learnt the boxes
         # but got the class of about half the shapes wrong in the demo's budget; with the
-        # convs it tells the outlines apart (docs/train_test.md#the-demo); +5% CPU per epoch
+        # convs it tells the outlines apart (docs/train_test.md#the-demo); +5% CPU per epoch at
+        # 1 thread, the whole demo ~15% longer at 2 threads
         bbox_head=dict(_delete_=True, type='Shared4Conv1FCBBoxHead', in_channels=64,
                        conv_out_channels=32, fc_out_channels=256, roi_feat_size=7, num_classes=3,
                        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0., 0., 0., 0.],
