@@ -32,13 +32,8 @@ model = dict(
         # but got the class of about half the shapes wrong in the demo's budget; with the
         # convs it tells the outlines apart (docs/train_test.md#the-demo); +5% CPU per epoch at
         # 1 thread, the whole demo ~15% longer at 2 threads
-        bbox_head=dict(_delete_=True, type='Shared4Conv1FCBBoxHead', in_channels=64,
-                       conv_out_channels=32, fc_out_channels=256, roi_feat_size=7, num_classes=3,
-                       bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0., 0., 0., 0.],
-                                       target_stds=[0.1, 0.1, 0.2, 0.2]),
-                       reg_class_agnostic=False,
-                       loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
-                       loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+        bbox_head=dict(type='Shared4Conv1FCBBoxHead', in_channels=64, conv_out_channels=32,
+                       fc_out_channels=256, num_classes=3),  # coder and losses: the recipe's
         mask_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=1)),
         mask_head=dict(in_channels=64, conv_out_channels=64, num_classes=3)),
     # a few objects per 128 px image: fewer proposals than COCO's 2000/1000 (NMS is CPU-bound)
