@@ -2,7 +2,7 @@
 # configs/det/mask_rcnn_lesa_r50.py shrunk to train on CPU in a few minutes on the generated
 # shapes dataset (tools/misc/make_demo_data.py coco data/demo_coco). Not a paper recipe:
 # a tiny LESA-ResNet (16 base channels, 1-1-2-2 blocks, LESA in c4/c5), 128 px images,
-# trained from scratch (no frozen stages, BN statistics updated) with AdamW for 14 epochs.
+# trained from scratch (no frozen stages, BN statistics updated) with AdamW for 11 epochs.
 # Where the CPU time goes decides the rest (torch profiler, 2 threads): the recipe's DCN is
 # left out (mmcv's CPU deformable conv took ~30% of a step), RoIAlign samples once per bin and
 # the R-CNN head samples 64 RoIs per image (1-3 objects each: 16 positives are plenty); RoIAlign
@@ -47,7 +47,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(_delete_=True, **_base_.shapes_val_evaluator)
 test_evaluator = val_evaluator
 
-max_epochs = int('{{$LSA_DEMO_EPOCHS:14}}')  # demo/run_demo.sh passes LSA_DEMO_EPOCHS through
+max_epochs = int('{{$LSA_DEMO_EPOCHS:11}}')  # demo/run_demo.sh passes LSA_DEMO_EPOCHS through
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 # A 50-iteration linear warm-up, then a cosine decay from the end of epoch 1 to the last
 # iteration: no milestone to misplace when the demo is shortened (end >= 2 keeps it valid for
