@@ -1,4 +1,6 @@
 """The speed and memory modes keep every backbone exact: ``with_cp`` and ``compile``."""
+import copy
+
 import pytest
 import torch
 
@@ -153,7 +155,54 @@ def _saved_bytes(fn) -> int:
     return sum(seen.values())
 
 
-def test_locality_ffn_recompute_is_exact_and_keeps_less():
+def _lff_nchw_reference(m, x):
+    """The LFF composed from its own modules on the NCHW grid (the former implementation)."""
+    y = m.act2(m.bn2(m.dwconv(x))) if m.dw_first else x
+    y = m.act1(m.bn1(m.fc1(y)))
+    if m.dwconv is not None and not m.dw_first:
+        y = m.act2(m.bn2(m.dwconv(y)))
+    return m.bn3(m.fc2(m.attn(y)))
+
+
+LFF_CASES = [dict(act='hs+se'), dict(act='relu6'), dict(act='hs+eca'), dict(act='hs+ecah'),
+             dict(act='hs', with_dwconv=False), dict(act='hs+se', hidden_features=8,
+                                                     dw_first=True)]
+
+
+@pytest.mark.parametrize('recompute', [True, False])
+@pytest.mark.parametrize('kw', LFF_CASES)
+def test_locality_ffn_token_path_equals_nchw_composition(kw, recompute):
+    """Tokens, channels-last, BN folded in eval: the same outputs, gradients and running
+    statistics (momentum 0.1 and cumulative) as the module composition on NCHW, in fp64."""
+    from lsa.models.layers.locality_ffn import LocalityFeedForward
+    torch.manual_seed(0)
+    kw = dict(dict(hidden_features=32), **kw)
+    a = LocalityFeedForward(8, recompute=recompute, **kw).double()
+    a.bn3.momentum = None  # cumulative moving average
+    with torch.no_grad():
+        for bn in (a.bn1, a.bn3, getattr(a, 'bn2', a.bn1)):
+            bn.weight.normal_(1, 0.3), bn.bias.normal_(0, 0.3)
+    b = copy.deepcopy(a)
+    B, H, W = 3, 5, 6
+    x = torch.randn(B, 8, H, W, dtype=torch.float64, requires_grad=True)
+    tokens = x.flatten(2).transpose(1, 2)
+    for _ in range(2):  # two steps: running statistics and num_batches_tracked move
+        ya = a(tokens, (H, W))
+        yb = _lff_nchw_reference(b, x).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)
+        ga = torch.autograd.grad(ya.square().sum(), [x, *a.parameters()])
+        gb = torch.autograd.grad(yb.square().sum(), [x, *b.parameters()])
+        for name, p, q in zip(['x', *dict(a.named_parameters())], ga, gb):
+            torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-10, msg=name)
+        for (name, p), q in zip(a.named_buffers(), b.buffers()):
+            torch.testing.assert_close(p, q, rtol=1e-12, atol=0, msg=name)
+    assert int(a.bn1.num_batches_tracked) == 2
+    a.eval(), b.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), _lff_nchw_reference(b, x), rtol=1e-12, atol=1e-12)
+
+
+def test_locality_ffn_recompute_is_exact_and_keeps_only_the_input():
     from lsa.models.layers.locality_ffn import LocalityFeedForward
     torch.manual_seed(0)
     a = LocalityFeedForward(8, 32, act='hs+se', recompute=True)
@@ -170,7 +219,23 @@ def test_locality_ffn_recompute_is_exact_and_keeps_less():
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
     hidden = 2 * 32 * 30 * 4  # one expanded fp32 activation
     kept_a, kept_b = (_saved_bytes(lambda m=m: m(x, (5, 6))) for m in (a, b))
-    assert kept_b - kept_a >= 5 * hidden, (kept_a, kept_b)
+    assert kept_a == x.numel() * 4, kept_a  # the block input only
+    assert kept_b >= 5 * hidden, kept_b
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_locality_ffn_low_precision_tracks_fp32(dtype):
+    from lsa.models.layers.locality_ffn import LocalityFeedForward
+    torch.manual_seed(0)
+    m = LocalityFeedForward(16, 64, act='hs+se')
+    x = torch.randn(2, 36, 16)
+    for train in (True, False):
+        m.train(train)
+        ref = m(x, (6, 6)).detach()
+        with torch.autocast('cpu', dtype=dtype):
+            out = m(x, (6, 6))
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
 
 
 @pytest.mark.parametrize('pe_type', ['cls', 'det'])

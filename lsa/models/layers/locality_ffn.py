@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lsa.registry import MODELS, build_block
 
-from .common import maybe_checkpoint, nchw_to_nlc, nlc_to_nchw
+from .common import check_tokens, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw
 
 # Integer activation codes of the official ``LocalVisionTransformer(act=...)``.
 ACT_CODES = {1: 'relu6', 2: 'hs', 3: 'hs+se', 4: 'hs+eca'}
@@ -62,10 +62,12 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
         self.gate = HSigmoid()
 
+    def weights(self, pooled: Tensor) -> Tensor:
+        """(B, C) channel means -> (B, C) gate."""
+        return self.gate(self.fc2(F.relu(self.fc1(pooled))))
+
     def forward(self, x: Tensor) -> Tensor:
-        y = x.mean(dim=(2, 3))
-        y = self.gate(self.fc2(F.relu(self.fc1(y))))
-        return x * y[:, :, None, None]
+        return x * self.weights(x.mean(dim=(2, 3)))[:, :, None, None]
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -88,9 +90,12 @@ class EfficientChannelAttention(nn.Module):
         self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
         self.gate = HSigmoid() if hard else nn.Sigmoid()
 
+    def weights(self, pooled: Tensor) -> Tensor:
+        """(B, C) channel means -> (B, C) gate."""
+        return self.gate(self.conv(pooled[:, None, :]))[:, 0]
+
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x.mean(dim=(2, 3))[:, None, :])  # (B, 1, C)
-        return x * self.gate(y)[:, 0, :, None, None]
+        return x * self.weights(x.mean(dim=(2, 3)))[:, :, None, None]
 
 
 def parse_act(act: str | int) -> tuple[str, str | None]:
@@ -131,6 +136,9 @@ class LocalityFeedForward(nn.Module):
 
     Token I/O: ``forward(x (B, N, C), hw_shape=(H, W)) -> (B, N, out)`` with N == H*W
     (raster order); an NCHW input (B, C, H, W) is also accepted and returns NCHW. The
+    branch runs on the tokens (channels last): the 1x1 convs as ``F.linear`` on their
+    (out, in, 1, 1) weights, the depth-wise conv on the channels-last view of the grid,
+    BatchNorm over all B*N tokens, SE/ECA pooling over the token axis. The
     official block computes ``x + conv(x)``; here the branch is returned and
     :func:`ffn_residual` adds ``x``, so the class swaps with :class:`lsa.Mlp`.
 
@@ -148,9 +156,9 @@ class LocalityFeedForward(nn.Module):
         kernel_size: depth-wise kernel size (odd; 3 in every published model).
         residual: return ``x + branch`` (the official module's own output) instead of the
             branch, for hosts whose block expects the FFN to add its residual.
-        recompute: in training, recompute the element-wise steps after each conv in the
-            backward pass instead of storing their expanded outputs (same results; less
-            memory, some time: docs/performance.md).
+        recompute: in training, keep only the input ``x`` for the backward pass and
+            recompute the branch there instead of storing its expanded (B, N, hidden)
+            activations (same results; less memory, some time: docs/performance.md).
     """
 
     #: Tells hosts (see :func:`ffn_residual`) that this FFN runs on the spatial grid only,
@@ -204,31 +212,74 @@ class LocalityFeedForward(nn.Module):
         self.fc2 = nn.Conv2d(hidden, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
 
-    def _dw(self, x: Tensor) -> Tensor:
-        return self.act2(self.bn2(self.dwconv(x)))
+    def _conv_bn(self, y: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d,
+                 hw_shape: tuple[int, int] | None = None) -> Tensor:
+        """``bn(conv(y))`` on (B, N, Cin) tokens -> (B, N, Cout): a 1x1 conv as ``F.linear``
+        (``hw_shape=None``) or the depth-wise conv on the channels-last view of the grid.
 
-    def _bn_act1(self, y: Tensor) -> Tensor:
-        return self.act1(self.bn1(y))
+        In eval the BatchNorm is folded into the conv (scale into the weight, shift as
+        bias): one pass fewer over the expanded tensor, the same model.
+        """
+        weight, bias = conv.weight, None
+        if not bn.training and bn.running_mean is not None:
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.weight is not None:
+                scale = scale * bn.weight
+            bias = -bn.running_mean * scale
+            if bn.bias is not None:
+                bias = bias + bn.bias
+            weight = weight * scale.view(-1, 1, 1, 1)
+        if hw_shape is None:
+            y = F.linear(y, weight.flatten(1), bias)
+        else:
+            B, N, C = y.shape
+            grid = y.reshape(B, *hw_shape, C).permute(0, 3, 1, 2)
+            grid = F.conv2d(grid, weight, bias, padding=conv.padding, groups=conv.groups)
+            y = grid.permute(0, 2, 3, 1).reshape(B, N, C)
+        if bias is not None:
+            return y
+        C = y.shape[-1]
+        return bn(y.reshape(-1, C, 1, 1)).view(y.shape)
 
-    def _bn_act2_attn(self, y: Tensor) -> Tensor:
-        return self.attn(self.act2(self.bn2(y)))
+    def _act(self, y: Tensor) -> Tensor:
+        """``act1`` (= ``act2``); in place when no gradient flows (same rounding)."""
+        if y.requires_grad:
+            return self.act1(y)
+        if self.act_name == 'relu6':
+            return F.relu6(y, inplace=True)
+        return y.mul_((y + 3.0).clamp_(0.0, 6.0).div_(6.0))
+
+    def _attn(self, y: Tensor) -> Tensor:
+        """SE / ECA gate over the token axis of (B, N, hidden)."""
+        if self.attn_name is None:
+            return y
+        g = self.attn.weights(y.mean(dim=1))[:, None, :]
+        return y * g if y.requires_grad else y.mul_(g)
+
+    def _branch(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        """(B, N, C) tokens -> (B, N, out): the branch, channels-last throughout."""
+        y = x
+        if self.dw_first:
+            y = self._act(self._conv_bn(y, self.dwconv, self.bn2, hw_shape))
+        y = self._act(self._conv_bn(y, self.fc1, self.bn1))
+        if self.dwconv is not None and not self.dw_first:
+            y = self._act(self._conv_bn(y, self.dwconv, self.bn2, hw_shape))
+        return self._conv_bn(self._attn(y), self.fc2, self.bn3)
+
+    def forward_tokens(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
+        """(B, H*W, C) tokens -> (B, H*W, out): the branch (plus ``x`` if ``residual``).
+
+        With ``recompute`` and gradients flowing, only ``x`` is kept for the backward
+        pass and the branch is recomputed there (same values, gradients and running
+        statistics: see :func:`maybe_checkpoint`).
+        """
+        check_tokens(type(self).__name__, x, hw_shape, self.in_features)
+        y = maybe_checkpoint(self._branch, x, hw_shape, enabled=self.recompute)
+        return x + y if self.residual else y
 
     def forward_nchw(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, out, H, W): the branch (plus ``x`` if ``residual``).
-
-        With ``recompute`` and gradients flowing, the element-wise steps after each conv
-        (BatchNorm, activation, channel gate) are recomputed in the backward pass instead
-        of keeping their expanded (B, hidden, H, W) outputs: only the conv inputs and
-        outputs stay (same values, gradients and running statistics).
-        """
-        y = self._dw(x) if self.dw_first else x
-        y = maybe_checkpoint(self._bn_act1, self.fc1(y), enabled=self.recompute)
-        if self.dwconv is not None and not self.dw_first:
-            y = maybe_checkpoint(self._bn_act2_attn, self.dwconv(y), enabled=self.recompute)
-        else:
-            y = self.attn(y)
-        y = self.bn3(self.fc2(y))
-        return x + y if self.residual else y
+        """(B, C, H, W) -> (B, out, H, W), through :meth:`forward_tokens`."""
+        return nlc_to_nchw(self.forward_tokens(nchw_to_nlc(x), x.shape[2:]), x.shape[2:])
 
     def forward(self, x: Tensor, hw_shape: tuple[int, int] | None = None) -> Tensor:
         """(B, N, C) with ``hw_shape`` -> (B, N, out); (B, C, H, W) -> (B, out, H, W)."""
@@ -236,7 +287,7 @@ class LocalityFeedForward(nn.Module):
             return self.forward_nchw(x)
         if hw_shape is None:
             raise ValueError('LocalityFeedForward: token input (B, N, C) needs hw_shape=(H, W)')
-        return nchw_to_nlc(self.forward_nchw(nlc_to_nchw(x, hw_shape)))
+        return self.forward_tokens(x, tuple(hw_shape))
 
     def extra_repr(self) -> str:
         return f'act={self.act_name}, attn={self.attn_name}'
