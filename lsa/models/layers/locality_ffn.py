@@ -220,7 +220,7 @@ class LocalityFeedForward(nn.Module):
         In eval the BatchNorm is folded into the conv (scale into the weight, shift as
         bias): one pass fewer over the expanded tensor, the same model.
         """
-        weight, bias = conv.weight, None
+        weight, bias, y_shape = conv.weight, None, y.shape
         if not bn.training and bn.running_mean is not None:
             scale = torch.rsqrt(bn.running_var + bn.eps)
             if bn.weight is not None:
@@ -229,8 +229,9 @@ class LocalityFeedForward(nn.Module):
             if bn.bias is not None:
                 bias = bias + bn.bias
             weight = weight * scale.view(-1, 1, 1, 1)
-        if hw_shape is None:
-            y = F.linear(y, weight.flatten(1), bias)
+        if hw_shape is None:  # on 2-D rows: a 3-D strided input would take a batched matmul
+            y = F.linear(y.reshape(-1, y.shape[-1]), weight.flatten(1), bias)
+            y = y.view(*y_shape[:-1], -1)
         else:
             B, N, C = y.shape
             grid = y.reshape(B, *hw_shape, C).permute(0, 3, 1, 2)
