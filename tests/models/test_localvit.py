@@ -462,3 +462,18 @@ def test_t2t_forward_224_other_sizes_and_pos_embed_interpolation():
         MODELS.build(dict(T2T_SMALL, out_type='avg'))
     with pytest.raises(ValueError, match='LocalViTT2T: unknown arch'):
         MODELS.build(dict(type='lsa.LocalViTT2T', arch='t2t-14'))
+
+
+def test_hswish_gradient_is_autograds_bitwise_and_keeps_only_the_input():
+    from lsa.models.layers.locality_ffn import HSwish
+    x = torch.randn(4096) * 4
+    x[:5] = torch.tensor([-3.0, 3.0, 0.0, -6.0, 6.0])  # the kinks of relu6(x + 3)
+    g = torch.randn(4096)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = HSwish()(a), b * (torch.nn.functional.relu6(b + 3.0) / 6.0)
+    assert torch.equal(ya, yb)
+    assert torch.equal(torch.autograd.grad(ya, a, g)[0], torch.autograd.grad(yb, b, g)[0])
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        HSwish()(a)
+    assert len(saved) == 1 and saved[0] is a
