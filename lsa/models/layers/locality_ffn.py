@@ -34,6 +34,11 @@ class HSigmoid(nn.Module):
         return F.relu6(x + 3.0) / 6.0
 
 
+def _hswish(x: Tensor) -> Tensor:
+    """``x * (relu6(x + 3) / 6)`` with one new tensor (same rounding: clamp is relu6)."""
+    return (x + 3.0).clamp_(0.0, 6.0).div_(6.0).mul_(x)
+
+
 class _HSwishFunction(torch.autograd.Function):
     """``x * (relu6(x + 3) / 6)`` keeping only ``x`` for the backward pass (autograd's
     own graph keeps three tensors of its size); the gradient is autograd's, op for op."""
@@ -41,14 +46,14 @@ class _HSwishFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
         ctx.save_for_backward(x)
-        return x * (F.relu6(x + 3.0) / 6.0)
+        return _hswish(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         x, = ctx.saved_tensors
         t = x + 3.0
-        inside = (t > 0.0) & (t < 6.0)  # where relu6 passes the gradient
-        return grad * (F.relu6(t) / 6.0) + torch.where(inside, grad * x / 6.0, 0.0)
+        through_gate = torch.ops.aten.hardtanh_backward(grad * x / 6.0, t, 0.0, 6.0)
+        return t.clamp_(0.0, 6.0).div_(6.0).mul_(grad).add_(through_gate)
 
 
 class HSwish(nn.Module):
@@ -62,7 +67,7 @@ class HSwish(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.requires_grad and torch.is_grad_enabled():
             return _HSwishFunction.apply(x)
-        return x * (F.relu6(x + 3.0) / 6.0)
+        return _hswish(x)
 
 
 class SqueezeExcite(nn.Module):
@@ -263,12 +268,10 @@ class LocalityFeedForward(nn.Module):
         return bn(y.reshape(-1, C, 1, 1)).view(y.shape)
 
     def _act(self, y: Tensor) -> Tensor:
-        """``act1`` (= ``act2``); in place when no gradient flows (same rounding)."""
-        if y.requires_grad:
-            return self.act1(y)
-        if self.act_name == 'relu6':
+        """``act1`` (= ``act2``); ReLU6 in place when no gradient flows."""
+        if self.act_name == 'relu6' and not y.requires_grad:
             return F.relu6(y, inplace=True)
-        return y.mul_((y + 3.0).clamp_(0.0, 6.0).div_(6.0))
+        return self.act1(y)
 
     def _attn(self, y: Tensor) -> Tensor:
         """SE / ECA gate over the token axis of (B, N, hidden)."""
