@@ -56,3 +56,23 @@ def test_get_flops_on_the_demo_detector(capsys, load_script):
     model = MODELS.build(Config.fromfile(DEMO_CFG).model)
     assert info['params'] == sum(p.numel() for p in model.parameters())
     assert info['flops'] > 1e8
+
+
+def test_get_flops_counts_detectors_on_a_fixed_proposal_budget(load_script):
+    """Detectors are counted on ``test_cfg.rpn.max_per_img`` fixed proposals, not on what a
+    random RPN proposes: each proposal adds one box-head pass (the mask head keeps its 100
+    RoIs), and the parts add up to the total."""
+    tool = load_script('tools/analysis_tools/get_flops.py')
+
+    def roi_head_flops(num: int) -> int:
+        info = tool.main([DEMO_CFG, '--shape', '96', '128', '--by-part',
+                          '--cfg-options', f'model.test_cfg.rpn.max_per_img={num}'])
+        assert sum(info['by_part'].values()) == info['flops']
+        assert set(info['by_part']) == {'backbone', 'neck', 'rpn_head', 'roi_head'}
+        return info['by_part']['roi_head']
+
+    # the demo's Shared4Conv1FCBBoxHead on one 7x7 RoI: 4 convs 3x3 (64->32, 3x 32->32),
+    # fc 32*49 -> 256, classifier 256 -> 3 + 1, class-wise regression 256 -> 3 * 4
+    per_roi = 49 * 9 * (64 * 32 + 3 * 32 * 32) + 32 * 49 * 256 + 256 * 4 + 256 * 12
+    r100, r200 = roi_head_flops(100), roi_head_flops(200)
+    assert r200 - r100 == 100 * per_roi  # exact: no proposal depends on the random weights
