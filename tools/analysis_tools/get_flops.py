@@ -9,8 +9,9 @@ on one (1, 3, H, W) input::
 Detectors run backbone, neck, the RPN head's convolutions and the RoI head's ``forward`` (no
 post-processing) on a fixed set of ``test_cfg.rpn.max_per_img`` proposals (1000 in every lsa
 config), so the count does not depend on what a randomly initialised RPN proposes; the RoI
-head's ``forward`` is mmdet 3's: Mask R-CNN's mask head sees the first 100 RoIs, Cascade /
-HTC mask heads see all of them. Segmentors run ``_forward`` (backbone and decode head, no
+heads count as in mmdet 2.x's ``forward_dummy`` (under which the Swin-T baselines give the Swin
+READMEs' figures, docs/analysis.md): box heads on every proposal, mask heads on the first 100 (HTC: mmdet 3's ``forward``, whose mask
+heads see every proposal). Segmentors run ``_forward`` (backbone and decode head, no
 auxiliary head), classifiers ``forward(mode='tensor')``. ``--by-part`` splits the count over
 the model's top-level parts (backbone, neck, heads).
 """
@@ -31,6 +32,8 @@ from lsa.compat import apply as apply_compat
 #: which the Swin-T baselines give the Swin READMEs' 267G / 945G, docs/analysis.md), 224x224 for
 #: ImageNet classifiers.
 DEFAULT_SHAPE = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
+#: RoIs the mask heads see (mmdet 2.x's ``forward_dummy``: ``rois[:100]``).
+MASK_ROIS = 100
 
 
 class _TensorForward(nn.Module):
@@ -56,7 +59,28 @@ class _TensorForward(nn.Module):
         feats = self.model.extract_feat(x)
         rpn_outs = self.model.rpn_head(feats)
         proposals = fixed_proposals(self.model.test_cfg.rpn.max_per_img, h, w, x.device)
-        return rpn_outs, self.model.roi_head.forward(feats, [proposals], samples)
+        return rpn_outs, roi_heads_forward(self.model.roi_head, feats, proposals, samples)
+
+
+def roi_heads_forward(roi_head: nn.Module, feats: tuple, proposals, samples: list) -> tuple:
+    """The RoI heads on ``proposals`` as mmdet 2.x's ``forward_dummy`` runs them: box heads on
+    every proposal, mask heads on the first :data:`MASK_ROIS`.
+
+    mmdet 3's ``forward`` does this for Mask R-CNN; for Cascade Mask R-CNN it runs the three
+    mask heads on every proposal (3 x 1000 instead of 3 x 100 RoIs), so its stages are run
+    here one by one. Other RoI heads (HTC) run mmdet 3's ``forward``.
+    """
+    from mmdet.models.roi_heads import CascadeRoIHead
+    from mmdet.structures.bbox import bbox2roi
+    if type(roi_head) is not CascadeRoIHead:
+        return roi_head.forward(feats, [proposals], samples)
+    rois = bbox2roi([proposals.bboxes])
+    stages = range(roi_head.num_stages)
+    outs = tuple(roi_head._bbox_forward(i, feats, rois)['cls_score'] for i in stages)
+    if roi_head.with_mask:
+        outs += tuple(roi_head._mask_forward(i, feats, rois[:MASK_ROIS])['mask_preds']
+                      for i in stages)
+    return outs
 
 
 def fixed_proposals(num: int, h: int, w: int, device: torch.device):
