@@ -76,7 +76,10 @@ def roi_heads_forward(roi_head: nn.Module, feats: tuple, proposals, samples: lis
         return roi_head.forward(feats, [proposals], samples)
     rois = bbox2roi([proposals.bboxes])
     stages = range(roi_head.num_stages)
-    outs = tuple(roi_head._bbox_forward(i, feats, rois)['cls_score'] for i in stages)
+    outs = ()
+    for i in stages:  # every output returned: the trace drops what no output depends on
+        box = roi_head._bbox_forward(i, feats, rois)
+        outs += (box['cls_score'], box['bbox_pred'])
     if roi_head.with_mask:
         outs += tuple(roi_head._mask_forward(i, feats, rois[:MASK_ROIS])['mask_preds']
                       for i in stages)
