@@ -6,14 +6,14 @@ on one (1, 3, H, W) input::
 
     python tools/analysis_tools/get_flops.py configs/det/mask_rcnn_lesa_r50.py --shape 800 1280
 
-Detectors run backbone, neck, the RPN head's convolutions and the RoI head's ``forward`` (no
+Detectors run backbone, neck, the RPN head's convolutions and the RoI heads (no
 post-processing) on a fixed set of ``test_cfg.rpn.max_per_img`` proposals (1000 in every lsa
 config), so the count does not depend on what a randomly initialised RPN proposes; the RoI
-heads count as in mmdet 2.x's ``forward_dummy`` (under which the Swin-T baselines give the Swin
-READMEs' figures, docs/analysis.md): box heads on every proposal, mask heads on the first 100 (HTC: mmdet 3's ``forward``, whose mask
-heads see every proposal). Segmentors run ``_forward`` (backbone and decode head, no
-auxiliary head), classifiers ``forward(mode='tensor')``. ``--by-part`` splits the count over
-the model's top-level parts (backbone, neck, heads).
+heads count as in mmdet 2.x's ``forward_dummy`` (under which the Swin-T baselines give the
+Swin READMEs' figures, docs/analysis.md): box heads on every proposal, mask heads on the
+first 100. Segmentors run ``_forward`` (backbone and decode head, no auxiliary head),
+classifiers ``forward(mode='tensor')``. ``--by-part`` splits the count over the model's
+top-level parts (backbone, neck, heads).
 """
 from __future__ import annotations
 
@@ -66,23 +66,43 @@ def roi_heads_forward(roi_head: nn.Module, feats: tuple, proposals, samples: lis
     """The RoI heads on ``proposals`` as mmdet 2.x's ``forward_dummy`` runs them: box heads on
     every proposal, mask heads on the first :data:`MASK_ROIS`.
 
-    mmdet 3's ``forward`` does this for Mask R-CNN; for Cascade Mask R-CNN it runs the three
-    mask heads on every proposal (3 x 1000 instead of 3 x 100 RoIs), so its stages are run
-    here one by one. Other RoI heads (HTC) run mmdet 3's ``forward``.
+    mmdet 3's ``forward`` does this for Mask R-CNN; for Cascade Mask R-CNN and HTC it runs
+    every mask head on every proposal (3 x 1000 instead of 3 x 100 RoIs), so their stages are
+    run here one by one. Every output is returned: the trace drops what no output uses.
     """
-    from mmdet.models.roi_heads import CascadeRoIHead
+    from mmdet.models.roi_heads import CascadeRoIHead, HybridTaskCascadeRoIHead
     from mmdet.structures.bbox import bbox2roi
-    if type(roi_head) is not CascadeRoIHead:
+    if not isinstance(roi_head, CascadeRoIHead):
         return roi_head.forward(feats, [proposals], samples)
+    htc = isinstance(roi_head, HybridTaskCascadeRoIHead)
+    outs, semantic = (), None
+    if htc and roi_head.with_semantic:
+        outs = tuple(roi_head.semantic_head(feats))  # (segmentation logits, semantic features)
+        semantic = outs[1]
     rois = bbox2roi([proposals.bboxes])
-    stages = range(roi_head.num_stages)
-    outs = ()
-    for i in stages:  # every output returned: the trace drops what no output depends on
-        box = roi_head._bbox_forward(i, feats, rois)
+    for i in range(roi_head.num_stages):
+        box = (roi_head._bbox_forward(i, feats, rois, semantic) if htc
+               else roi_head._bbox_forward(i, feats, rois))
         outs += (box['cls_score'], box['bbox_pred'])
-    if roi_head.with_mask:
-        outs += tuple(roi_head._mask_forward(i, feats, rois[:MASK_ROIS])['mask_preds']
-                      for i in stages)
+    if not roi_head.with_mask:
+        return outs
+    rois = rois[:MASK_ROIS]
+    if not htc:
+        return outs + tuple(roi_head._mask_forward(i, feats, rois)['mask_preds']
+                            for i in range(roi_head.num_stages))
+    # HTC: the last stage's RoI features (+ semantic features) through every mask head, each
+    # passing its features on (mask information flow), as mmdet 2.x's HTC forward_dummy
+    extractor = roi_head.mask_roi_extractor[-1]
+    mask_feats = extractor(feats[:extractor.num_inputs], rois)
+    if semantic is not None and 'mask' in roi_head.semantic_fusion:
+        mask_feats = mask_feats + roi_head.semantic_roi_extractor([semantic], rois)
+    last = None
+    for head in roi_head.mask_head:
+        if roi_head.mask_info_flow:
+            pred, last = head(mask_feats, last)
+        else:
+            pred = head(mask_feats)
+        outs += (pred,)
     return outs
 
 
