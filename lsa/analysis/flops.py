@@ -249,13 +249,22 @@ def complexity_info(model: nn.Module, inputs: torch.Tensor | tuple, show_table: 
     """FLOPs and parameters of ``model(*inputs)``, counting the ops of :data:`LSA_FLOP_HANDLES`.
 
     Returns a dict with ``flops`` (int), ``flops_str``, ``params``, ``params_str``,
-    ``by_operator`` ({op: flops}), ``uncounted`` ({op: calls} of traced ops that have
-    no handle) and ``out_table`` (per-module table if ``show_table``, else '').
+    ``by_operator`` ({op: flops}), ``by_part`` ({name: flops} of the top-level submodules
+    of the model's only child if it has one, e.g. a wrapped detector's backbone / neck /
+    heads, else of the model), ``uncounted`` ({op: calls} of traced ops that have no
+    handle) and ``out_table`` (per-module table if ``show_table``, else '').
     """
     analyzer = flop_analyzer(model, inputs, extra_handles)
     flops = analyzer.total()
     params = parameter_count(model)['']
+    children = list(model.named_children())
+    prefix = f'{children[0][0]}.' if len(children) == 1 else ''
+    top = children[0][1] if prefix else model
+    by_module = analyzer.by_module()
+    by_part = {name: by_module[prefix + name] for name, _ in top.named_children()
+               if by_module.get(prefix + name)}
     return dict(flops=flops, flops_str=_format_size(flops), params=params,
                 params_str=_format_size(params), by_operator=dict(analyzer.by_operator()),
+                by_part=by_part,
                 uncounted=dict(analyzer.unsupported_ops()),
                 out_table=complexity_stats_table(analyzer) if show_table else '')

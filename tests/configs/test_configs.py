@@ -260,8 +260,9 @@ def test_config_tree_is_not_empty():
     assert {'det', 'seg'} <= tasks, f'configs found: {CONFIGS}'
 
 
-#: Model dict (as JSON) -> (first config with it, its parameter count, its out_channels).
-_CHECKED_MODELS: dict[str, tuple[str, int, list | None]] = {}
+#: Model dict (as JSON) -> (first config with it, its parameter count, its out_channels, its
+#: metafile FLOPs).
+_CHECKED_MODELS: dict[str, tuple[str, int, list | None, int | None]] = {}
 #: Skeletons (see ``skeleton``) whose loss and predict forwards ran.
 _RUN_SKELETONS: set[str] = set()
 
@@ -284,10 +285,12 @@ def test_config_builds_and_runs(path, load_config):
         assert lsa_types(cfg.model.backbone), f'{path}: backbone is not an lsa class'
 
     expected = metafile_entry(path).get('Metadata', {}).get('Parameters')
+    flops = metafile_entry(path).get('Metadata', {}).get('FLOPs')  # measured once per model
     key = json.dumps(cfg.model.to_dict(), sort_keys=True, default=str)
     if key in _CHECKED_MODELS:  # a sibling (e.g. the 1x of a 3x) built and ran this model
-        first, count, out_channels = _CHECKED_MODELS[key]
+        first, count, out_channels, first_flops = _CHECKED_MODELS[key]
         assert expected is None or count == expected, (path, first)
+        assert flops == first_flops, (path, first)
         assert out_channels is None or out_channels == neck_in_channels(cfg), (path, first)
         return
 
@@ -310,7 +313,7 @@ def test_config_builds_and_runs(path, load_config):
     count = sum(p.numel() for p in model.parameters())
     if expected is not None:
         assert count == expected, path
-    _CHECKED_MODELS[key] = (path, count, out_channels)
+    _CHECKED_MODELS[key] = (path, count, out_channels, flops)
 
 
 # --------------------------------------------------------------------------- metafiles
@@ -417,3 +420,49 @@ def test_model_zoo_doc_lists_every_zoo_config():
     doc = (ROOT / 'docs' / 'model_zoo.md').read_text()
     missing = [p for p in ZOO_CONFIGS if f'`{p}`' not in doc]
     assert not missing, f'docs/model_zoo.md does not list: {missing}'
+
+
+def model_zoo_rows() -> list[dict[str, str]]:
+    """The rows of docs/model_zoo.md's model tables: {column header: cell} per config row."""
+    rows, header = [], None
+    for line in (ROOT / 'docs' / 'model_zoo.md').read_text().splitlines():
+        if not line.startswith('|'):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        if header is None:
+            header = [c.split(' (')[0] for c in cells]  # 'FLOPs (800x1280)' -> 'FLOPs'
+        elif cells[1].startswith('`configs/'):
+            rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def _matches(cell: str, value: int | None, unit: str, scale: float) -> bool:
+    """A model-zoo cell ('48.65M', '269.9G', '-') shows ``value`` at its own precision."""
+    if cell == '-':
+        return value is None
+    m = re.fullmatch(rf'(\d+(?:\.(\d+))?){unit}', cell)
+    if m is None or value is None:
+        return False
+    return float(m.group(1)) == round(value / scale, len(m.group(2) or ''))
+
+
+def test_model_zoo_doc_numbers_are_the_metafiles():
+    """Every params / FLOPs cell of docs/model_zoo.md is its metafile's exact count, rounded
+    to the cell's precision ('-' exactly where the metafile has no count)."""
+    rows = model_zoo_rows()
+    assert {r['config'].strip('`') for r in rows} >= set(ZOO_CONFIGS)
+    metadata = {m['Config']: m.get('Metadata', {}) for mf in metafiles()
+                for m in yaml.safe_load(mf.read_text()).get('Models', [])}
+    wrong = []
+    for row in rows:
+        path = row['config'].strip('`')
+        meta = metadata.get(path, {})
+        for col, key, unit, scale in (('params', 'Parameters', 'M', 1e6),
+                                      ('FLOPs', 'FLOPs', 'G', 1e9)):
+            if col not in row:
+                wrong.append(f'{path}: no {col} column')
+            elif not _matches(row[col], meta.get(key), unit, scale):
+                wrong.append(f'{path}: {col} {row[col]!r}, metafile {meta.get(key)}')
+    assert not wrong, '\n'.join(wrong)
+
