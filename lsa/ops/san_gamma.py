@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .batchnorm import bn_affine
 from .san_fused import san_pairwise_attention, san_pairwise_stats
 
 __all__ = ['relation_moments', 'san_pairwise_gamma_attention']
@@ -81,15 +82,8 @@ def _bn_affine(bn: nn.BatchNorm2d, batch_moments: Callable[[], Tuple[Tensor, Ten
                 bn.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
                 unbiased = var.detach() * (count / max(count - 1, 1))
                 bn.running_var.mul_(1 - f).add_(unbiased, alpha=f)
-    else:
-        mean, var = bn.running_mean, bn.running_var
-    scale = torch.rsqrt(var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    return scale, shift
+        return bn_affine(bn, mean, var)
+    return bn_affine(bn)
 
 
 def san_pairwise_gamma_attention(x1: Tensor, x2: Tensor, pos: Tensor, value: Tensor,

@@ -35,6 +35,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from lsa.models.layers.common import maybe_checkpoint, to_2tuple
+from lsa.ops.batchnorm import bn_affine
 from lsa.registry import MODELS
 from lsa.types import IntOr2Tuple
 
@@ -367,8 +368,8 @@ class LESAAttention(nn.Module):
                 mean.append(m)
                 invstd.append(s)
             return out, torch.cat(mean), torch.cat(invstd).pow(-2) - bn.eps
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # n_terms * G
-        shift = (bn.bias - bn.running_mean * scale).view(-1, G).sum(0)  # G
+        scale, shift = bn_affine(bn)  # n_terms * G
+        shift = shift.view(-1, G).sum(0)  # G
         scale = scale.view(-1, 1, G, 1, 1)
         out = torch.addcmul(shift.view(1, G, 1, 1), terms[0], scale[0])
         for t, sc in zip(terms[1:], scale[1:]):

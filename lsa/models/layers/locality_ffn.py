@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from lsa.ops.batchnorm import bn_affine
 from lsa.registry import MODELS, build_block
 
 from .common import check_tokens, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw
@@ -249,12 +250,7 @@ class LocalityFeedForward(nn.Module):
         """
         weight, bias, y_shape = conv.weight, None, y.shape
         if not bn.training and bn.running_mean is not None and not torch.jit.is_tracing():
-            scale = torch.rsqrt(bn.running_var + bn.eps)
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            bias = -bn.running_mean * scale
-            if bn.bias is not None:
-                bias = bias + bn.bias
+            scale, bias = bn_affine(bn)
             weight = weight * scale.view(-1, 1, 1, 1)
         if hw_shape is None:  # on 2-D rows: a 3-D strided input would take a batched matmul
             y = F.linear(y.reshape(-1, y.shape[-1]), weight.flatten(1), bias)
