@@ -80,6 +80,56 @@ def test_with_cp_saves_memory_only_when_training():
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_batch_norm_inplace_in_inference_only():
+    """batch_norm_ writes an eval BatchNorm into its input, bitwise bn(x); else it is bn(x)."""
+    from lsa.models.layers.common import batch_norm_
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(8)
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2)
+    torch.nn.init.normal_(bn.weight)
+    torch.nn.init.normal_(bn.bias)
+    bn.eval()
+    for x in (torch.randn(2, 8, 5, 7), torch.randn(2, 8, 5, 7).to(
+            memory_format=torch.channels_last), torch.randn(2, 8, 7, 5).transpose(-1, -2)):
+        with torch.no_grad():
+            ref, y = bn(x), x.clone()
+            out = batch_norm_(y, bn)
+        assert out is y and torch.equal(out, ref)
+        y = x.clone()
+        out = batch_norm_(y, bn)  # gradients recorded: out of place
+        assert out.data_ptr() != y.data_ptr() and torch.equal(y, x) and torch.equal(out, ref)
+    bn.train()
+    y, ref_bn = x.clone(), copy.deepcopy(bn)
+    with torch.no_grad():
+        out = batch_norm_(y, bn)
+        ref = ref_bn(x)
+    assert torch.equal(y, x) and torch.equal(out, ref)
+    torch.testing.assert_close(bn.running_mean, ref_bn.running_mean, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('shape', [(2, 3, 8, 8), (1, 4, 9, 7), (2, 2, 5, 12)])
+def test_san_max_pool_2x2_is_max_pool(shape):
+    """The index-free inference pool equals F.max_pool2d bitwise (floor mode, any layout)."""
+    from lsa.models.backbones.san import max_pool_2x2
+    x = torch.randn(shape)
+    for t in (x, x.to(memory_format=torch.channels_last), x.transpose(-1, -2)):
+        with torch.no_grad():
+            assert torch.equal(max_pool_2x2(t), torch.nn.functional.max_pool2d(t, 2))
+
+
+def test_san_inference_equals_the_recorded_forward():
+    """In-place BatchNorms, the index-free pool and the early release change no value."""
+    model = _build('SAN').eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        fast = model(x)
+    recorded = model(x)  # gradients recorded: the plain modules run
+    assert len(fast) == len(recorded) == 2
+    for a, b in zip(fast, recorded):
+        assert torch.equal(a, b)
+
+
 def test_compile_switch_rejects_bad_values():
     with pytest.raises(TypeError, match='compile must be a bool or a dict'):
         _build('SwinHost', compile='yes')

@@ -3,16 +3,32 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.models.layers.common import maybe_checkpoint
+from lsa.models.layers.common import batch_norm_, maybe_checkpoint
 from lsa.models.layers.san_attention import SA_TYPES
 from lsa.ops import reflect_min_size
 from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
 
 from .base import BaseLSABackbone, resolve_arch
+
+
+def max_pool_2x2(x: Tensor) -> Tensor:
+    """``F.max_pool2d(x, 2)`` (floor mode); in inference without the int64 index map.
+
+    PyTorch's CPU max-pool computes the argmax indices even when no gradient is needed
+    (twice the size of its fp32 output); with no gradient recorded the max runs over a
+    (.., H/2, 2, W/2, 2) view instead: the same values, bitwise.
+    """
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return F.max_pool2d(x, 2)
+    H, W = x.shape[-2] // 2, x.shape[-1] // 2
+    x = x[..., :2 * H, :2 * W]
+    return x.unflatten(-1, (W, 2)).unflatten(-3, (H, 2)).amax(dim=(-3, -1))
 
 
 def split_arch_name(arch: str) -> tuple[str, str | None]:
@@ -37,7 +53,6 @@ class SANStage(nn.Module):
     def __init__(self, in_channels: int, channels: int, num_blocks: int, kernel_size: int,
                  attn_cfg: dict) -> None:
         super().__init__()
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
         self.transition = nn.Conv2d(in_channels, channels, 1, bias=False)
         self.blocks = nn.Sequential(*[
             build_block(dict(type='lsa.SANBottleneck', channels=channels,
@@ -47,10 +62,14 @@ class SANStage(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor, with_cp: bool = False) -> Tensor:
-        x = self.transition(self.pool(x))
+        return self.forward_pooled(max_pool_2x2(x), with_cp)
+
+    def forward_pooled(self, x: Tensor, with_cp: bool = False) -> Tensor:
+        """The stage after its max-pool: (N, in_channels, H, W) -> (N, channels, H, W)."""
+        x = self.transition(x)
         for block in self.blocks:
             x = maybe_checkpoint(block, x, enabled=with_cp)
-        return self.act(self.norm(x))
+        return self.act(batch_norm_(x, self.norm))
 
 
 @MODELS.register_module()
@@ -169,9 +188,14 @@ class SAN(BaseLSABackbone):
             raise ValueError(
                 f'SAN: input {H}x{W} is too small: the reflect padding of the stages '
                 f'(kernels {self.kernels}) needs height and width >= {self.min_input_size}')
-        x = self.stem(x)
+        stem = self.stem
+        x = stem.act(batch_norm_(stem.conv(x), stem.norm))
         feats = {}
         for i in range(max(self.out_indices) + 1):  # later stages are not needed
-            x = self.stages[i](x, with_cp=self.with_cp)
-            feats[i] = x
+            # pool first, so that the previous map (at the stem: full resolution) is freed
+            # before the stage runs unless it is an output
+            x = max_pool_2x2(x)
+            x = self.stages[i].forward_pooled(x, with_cp=self.with_cp)
+            if i in self.out_indices:
+                feats[i] = x
         return tuple(feats[i] for i in self.out_indices)

@@ -154,6 +154,25 @@ def maybe_checkpoint(module: nn.Module | Callable, *args: Any, enabled: bool) ->
     return module(*args)
 
 
+def batch_norm_(x: Tensor, bn: nn.Module) -> Tensor:
+    """``bn(x)``, written into ``x`` when that is safe: for maps the caller owns.
+
+    In inference (no gradient recorded) an eval-mode ``BatchNorm2d`` normalises ``x`` in
+    place through the same kernel (``native_batch_norm``: bitwise the values ``bn(x)``
+    gives), so a large map is not held twice. Anything else (training, other norms, a
+    dtype other than the norm's, tracing, ``torch.compile``) calls ``bn(x)``.
+    """
+    if (type(bn) is nn.BatchNorm2d and not bn.training and bn.running_mean is not None
+            and not torch.is_grad_enabled() and x.dtype == bn.running_mean.dtype
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
+        empty = x.new_empty(0)
+        torch.ops.aten.native_batch_norm.out(x, bn.weight, bn.bias, bn.running_mean,
+                                             bn.running_var, False, 0.0, bn.eps, out=x,
+                                             save_mean=empty, save_invstd=empty)
+        return x
+    return bn(x)
+
+
 def _running_stats(bn: _BatchNorm) -> list[Tensor]:
     return [t for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)
             if t is not None]

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from lsa.models.layers.common import batch_norm_
 from lsa.ops import aggregation, reflect_min_size, subtraction, subtraction2
 from lsa.ops.san_fused import FUSED_DTYPES
 from lsa.ops.san_gamma import san_pairwise_gamma_attention
@@ -216,5 +217,5 @@ class SANBottleneck(nn.Module):
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.act(self.norm2(self.attn(self.act(self.norm1(x)))))
-        return x + self.proj(out)
+        out = self.act(batch_norm_(self.attn(self.act(self.norm1(x))), self.norm2))
+        return self.proj(out).add_(x)  # in place on the conv output (not saved by autograd)
