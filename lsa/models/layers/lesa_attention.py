@@ -363,7 +363,11 @@ class LESAAttention(nn.Module):
         if bn.training or bn.running_mean is None:
             out, mean, invstd = None, [], []
             for t, w, b in zip(terms, bn.weight.view(-1, G), bn.bias.view(-1, G)):
-                y, m, s = torch.native_batch_norm(t, w, b, None, None, True, 0.0, bn.eps)
+                # the position terms are skew views: BatchNorm (forward and backward) on a
+                # contiguous copy takes half the time, and keeps (B, G, L, L), not the
+                # (B, G, L, 2L-1) buffer the view reads
+                y, m, s = torch.native_batch_norm(t.contiguous(), w, b, None, None, True, 0.0,
+                                                  bn.eps)
                 out = y if out is None else out.add_(y)
                 mean.append(m)
                 invstd.append(s)
