@@ -34,7 +34,7 @@ TINY = {
 
 def _build(name: str, **kw) -> BaseLSABackbone:
     torch.manual_seed(0)
-    return build_block(dict(type=name, **TINY[name], **kw))
+    return build_block(dict(type=name, **{**TINY[name], **kw}))
 
 
 def _step(model: BaseLSABackbone, x: torch.Tensor) -> list[torch.Tensor]:
@@ -140,27 +140,39 @@ def test_compile_keeps_state_dict_keys():
     assert list(eager.state_dict()) == list(compiled.state_dict())
 
 
-@pytest.mark.compile
-def test_compiled_elsa_swin_equals_eager_forward_and_backward():
-    """torch.compile traces the ELSA op (fake + autograd registrations) forward and backward.
+#: aot_eager fails in the backward pass of T2T's token dropout (p=0.1): the traced graph
+#: views the strided output of ``native_dropout_backward`` (a PyTorch aot_eager issue;
+#: inductor, what ``compile=True`` uses, compiles it). Random masks also differ between
+#: eager and inductor, so the comparison runs without that dropout.
+COMPILE_KW = {'LocalViTT2T': dict(token_drop=0.0)}
 
-    ``aot_eager`` runs dynamo and AOT autograd without inductor's C++ codegen, so the
-    test stays well under a minute on CPU; inductor is measured in docs/performance.md.
+
+@pytest.mark.compile
+@pytest.mark.parametrize('name', sorted(TINY))
+def test_compiled_backbone_equals_eager_forward_and_backward(name):
+    """torch.compile traces every backbone, the lsa ops included (fake + autograd
+    registrations), forward and backward: outputs, gradients, running statistics.
+
+    ``aot_eager`` runs dynamo and AOT autograd without inductor's C++ codegen, so each
+    case stays well under a minute on CPU; inductor is measured in docs/performance.md.
     """
-    cfg = dict(type='ELSASwin', arch=dict(embed_dims=8, depths=(1, 1), num_heads=(1, 2),
-                                          group_width=4),
-               attn_cfgs=[dict(type='lsa.ELSAAttention', kernel_size=3),
-                          dict(type='lsa.ShiftWindowAttention', window_size=2)],
-               out_indices=(1,))
-    torch.manual_seed(0)
-    eager = build_block(cfg)
-    compiled = build_block(dict(cfg, compile=dict(backend='aot_eager')))
+    kw = COMPILE_KW.get(name, {})
+    eager = _build(name, **kw)
+    compiled = _build(name, compile=dict(backend='aot_eager'), **kw)
     compiled.load_state_dict(eager.state_dict())
-    x = torch.randn(2, 3, 16, 16)
+    eager.train(), compiled.train()
+    x = torch.randn(2, 3, 64, 64)
     for a, b in zip(_step(eager, x), _step(compiled, x)):
         torch.testing.assert_close(a, b)
-    for (n, p), q in zip(eager.named_parameters(), compiled.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, msg=n)
+    grads = [(n, p.grad, q.grad) for (n, p), q in zip(eager.named_parameters(),
+                                                      compiled.parameters())]
+    assert all((g is None) == (h is None) for _, g, h in grads)
+    scale = max(g.abs().max().item() for _, g, _ in grads if g is not None)
+    for n, g, h in grads:
+        if g is not None:  # fp32 sums in another order: relative to the largest gradient
+            torch.testing.assert_close(h, g, rtol=1e-4, atol=1e-5 * scale, msg=n)
+    for (n, p), q in zip(eager.named_buffers(), compiled.buffers()):
+        torch.testing.assert_close(q, p, msg=n)
 
 
 class _OtherBN(torch.nn.BatchNorm2d):
