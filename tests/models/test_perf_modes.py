@@ -108,6 +108,32 @@ def test_batch_norm_inplace_in_inference_only():
     torch.testing.assert_close(bn.running_mean, ref_bn.running_mean, rtol=0, atol=0)
 
 
+def test_conv1x1_as_batched_gemm():
+    """conv1x1 equals the conv, writes contiguous NCHW, and leaves other convs to the module."""
+    from lsa.models.layers.common import conv1x1
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    for conv in (torch.nn.Conv2d(6, 4, 1, bias=False), torch.nn.Conv2d(6, 4, 1)):
+        conv = conv.double()
+        y = conv1x1(x, conv)
+        assert y.is_contiguous()
+        torch.testing.assert_close(y, conv(x), rtol=1e-13, atol=1e-13)
+        g = torch.randn_like(y)
+        got = torch.autograd.grad(y, [x, *conv.parameters()], g)
+        want = torch.autograd.grad(conv(x), [x, *conv.parameters()], g)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+    calls = []
+    for conv, inp in ((torch.nn.Conv2d(6, 4, 1, stride=2), x),
+                      (torch.nn.Conv2d(6, 4, 3, padding=1), x),
+                      (torch.nn.Conv2d(6, 4, 1, groups=2), x),
+                      (torch.nn.Conv2d(6, 4, 1), x.to(memory_format=torch.channels_last))):
+        conv = conv.double()
+        conv.register_forward_hook(lambda *a: calls.append(1))
+        torch.testing.assert_close(conv1x1(inp, conv), conv(inp))
+    assert len(calls) == 8  # each conv ran as its module in conv1x1 and in the reference
+
+
 @pytest.mark.parametrize('shape', [(2, 3, 8, 8), (1, 4, 9, 7), (2, 2, 5, 12)])
 def test_san_max_pool_2x2_is_max_pool(shape):
     """The index-free inference pool equals F.max_pool2d bitwise (floor mode, any layout)."""

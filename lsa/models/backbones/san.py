@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.models.layers.common import batch_norm_, maybe_checkpoint
+from lsa.models.layers.common import batch_norm_, conv1x1, maybe_checkpoint
 from lsa.models.layers.san_attention import SA_TYPES
 from lsa.ops import reflect_min_size
 from lsa.registry import MODELS, build_block
@@ -75,7 +75,7 @@ class SANStage(nn.Module):
 
     def forward_pooled(self, x: Tensor, with_cp: bool = False) -> Tensor:
         """The stage after its max-pool: (N, in_channels, H, W) -> (N, channels, H, W)."""
-        x = self.transition(x)
+        x = conv1x1(x, self.transition)
         for block in self.blocks:
             x = maybe_checkpoint(block, x, enabled=with_cp)
         return self.act(batch_norm_(x, self.norm))
@@ -198,7 +198,7 @@ class SAN(BaseLSABackbone):
                 f'SAN: input {H}x{W} is too small: the reflect padding of the stages '
                 f'(kernels {self.kernels}) needs height and width >= {self.min_input_size}')
         stem = self.stem
-        x = stem.act(batch_norm_(stem.conv(x), stem.norm))
+        x = stem.act(batch_norm_(conv1x1(x, stem.conv), stem.norm))
         feats = {}
         for i in range(max(self.out_indices) + 1):  # later stages are not needed
             # pool first, so that the previous map (at the stem: full resolution) is freed

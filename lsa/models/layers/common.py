@@ -154,6 +154,25 @@ def maybe_checkpoint(module: nn.Module | Callable, *args: Any, enabled: bool) ->
     return module(*args)
 
 
+def conv1x1(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv(x)`` for a 1x1, stride-1, ungrouped conv on an NCHW map, as one batched GEMM.
+
+    (O, C) @ (N, C, H*W) writes the NCHW output directly: oneDNN would reorder the
+    map to its blocked layout and back (a second output-sized buffer; at SAN's
+    full-resolution stem, 98 MiB at batch 8). Other convs, other layouts, tracing and
+    ``torch.compile`` call ``conv(x)``.
+    """
+    w = conv.weight
+    if (w.shape[2:] != (1, 1) or conv.stride != (1, 1) or conv.groups != 1
+            or conv.padding not in ((0, 0), 'valid') or x.dim() != 4 or not x.is_contiguous()
+            or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        return conv(x)
+    (N, C, H, W), O = x.shape, w.shape[0]
+    # bmm, not matmul: matmul folds (O, C) @ (N, C, L) into one GEMM with a transposed output
+    y = torch.bmm(w.view(1, O, C).expand(N, O, C), x.flatten(2)).view(N, O, H, W)
+    return y if conv.bias is None else y.add_(conv.bias.view(1, -1, 1, 1))
+
+
 def batch_norm_(x: Tensor, bn: nn.Module) -> Tensor:
     """``bn(x)``, written into ``x`` when that is safe: for maps the caller owns.
 
