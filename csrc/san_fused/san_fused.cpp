@@ -5,7 +5,6 @@
 
 namespace lsa {
 namespace san_fused {
-namespace {
 
 void check_vector(const char* fn, const char* name, const at::Tensor& t, const at::Tensor& like,
                   int64_t len) {
@@ -22,7 +21,26 @@ void check_matrix(const char* fn, const char* name, const at::Tensor& t, const a
               " must have shape (", rows, ", ", cols, "), got ", t.sizes());
 }
 
-}  // namespace
+int64_t check_value(const char* fn, const SanGeometry& g, const at::Tensor& u1,
+                    const at::Tensor* value, const at::Tensor* grad_output, int64_t cw) {
+  if (value == nullptr) return 0;
+  check_float_tensor(fn, "value", *value, 4);
+  check_same_device_dtype(fn, "u1", u1, "value", *value);
+  const int64_t c = value->size(1);
+  TORCH_CHECK(value->size(0) == g.n && value->size(2) == g.h && value->size(3) == g.w, fn,
+              ": value must have shape (", g.n, ", C, ", g.h, ", ", g.w, "), got ",
+              value->sizes());
+  TORCH_CHECK(cw > 0 && c % cw == 0, fn, ": value channels C=", c,
+              " must be a multiple of the weight channels Cw=", cw);
+  if (grad_output != nullptr) {
+    check_float_tensor(fn, "grad_output", *grad_output, 4);
+    check_same_device_dtype(fn, "u1", u1, "grad_output", *grad_output);
+    TORCH_CHECK(grad_output->sizes() == at::IntArrayRef({g.n, c, g.h, g.w}), fn,
+                ": grad_output must have shape (", g.n, ", ", c, ", ", g.h, ", ", g.w, "), got ",
+                grad_output->sizes());
+  }
+  return c;
+}
 
 SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor& u2,
                          const at::Tensor& scale1, const at::Tensor& shift1,
@@ -58,23 +76,7 @@ SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor&
     TORCH_CHECK(d.cw >= 1, fn, ": weight2 must have at least one row");
   }
   if (bias2 != nullptr) check_vector(fn, "bias2", *bias2, u1, d.cw);
-  if (value != nullptr) {
-    check_float_tensor(fn, "value", *value, 4);
-    check_same_device_dtype(fn, "u1", u1, "value", *value);
-    d.c = value->size(1);
-    TORCH_CHECK(value->size(0) == g.n && value->size(2) == g.h && value->size(3) == g.w, fn,
-                ": value must have shape (", g.n, ", C, ", g.h, ", ", g.w, "), got ",
-                value->sizes());
-    TORCH_CHECK(d.cw > 0 && d.c % d.cw == 0, fn, ": value channels C=", d.c,
-                " must be a multiple of the weight channels Cw=", d.cw);
-  }
-  if (grad_output != nullptr) {
-    check_float_tensor(fn, "grad_output", *grad_output, 4);
-    check_same_device_dtype(fn, "u1", u1, "grad_output", *grad_output);
-    TORCH_CHECK(grad_output->sizes() == at::IntArrayRef({g.n, d.c, g.h, g.w}), fn,
-                ": grad_output must have shape (", g.n, ", ", d.c, ", ", g.h, ", ", g.w, "), got ",
-                grad_output->sizes());
-  }
+  d.c = check_value(fn, g, u1, value, grad_output, d.cw);
   *dims = d;
   return g;
 }

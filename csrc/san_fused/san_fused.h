@@ -19,6 +19,18 @@
 namespace lsa {
 namespace san_fused {
 
+// `t` is a vector of `len` entries / a (rows, cols) matrix (rows < 0: any), on the device
+// and of the dtype of `like` (u1).
+void check_vector(const char* fn, const char* name, const at::Tensor& t, const at::Tensor& like,
+                  int64_t len);
+void check_matrix(const char* fn, const char* name, const at::Tensor& t, const at::Tensor& like,
+                  int64_t rows, int64_t cols);
+
+// Checks value (N, C, H, W) with C % cw == 0 against the geometry and, when given,
+// grad_output (N, C, H, W); returns C (0 without value).
+int64_t check_value(const char* fn, const SanGeometry& g, const at::Tensor& u1,
+                    const at::Tensor* value, const at::Tensor* grad_output, int64_t cw);
+
 struct Dims {
   int64_t cr, m, cw, c;  // relation, hidden, weight and value channels
 };

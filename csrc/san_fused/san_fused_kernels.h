@@ -281,6 +281,28 @@ void for_each_band(const Window& win, const F& fn) {
   }
 }
 
+// SAN aggregation of one tile: y[c, q0 + p] = sum_k w[(c % cw) * K + k][p] * x[c, j_k]
+// (j_k = source of tap k of pixel q0 + p) for the C channels of one image; vn and yn
+// point at the image, w is [cw][K][kTile].
+template <typename T>
+void aggregate_tile(const TapRuns& tr, const T* w, int64_t cw, int64_t K, int64_t C, int64_t HW,
+                    const T* vn, int64_t q0, int64_t len, T* yn) {
+  T acc[kTile];
+  for (int64_t c = 0; c < C; ++c) {
+    const T* x = vn + c * HW;
+    const T* wj = w + (c % cw) * K * kTile;
+    std::fill(acc, acc + kTile, T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const T* wk = wj + k * kTile;
+      tr.each(k, [&](int32_t p0, int32_t p1, int32_t off) {
+        const T* LSA_RESTRICT xs = x + off;
+        for (int32_t p = p0; p < p1; ++p) acc[p] += wk[p] * xs[p];
+      });
+    }
+    std::copy(acc, acc + len, yn + c * HW + q0);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 
 template <typename T>
@@ -289,23 +311,11 @@ void forward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* u1
   const int64_t tiles = num_tiles(win), HW = win.HW, Cr = net.cr, K = win.K;
   at::parallel_for(0, win.g.n * tiles, 1, [&](int64_t begin, int64_t end) {
     Scratch<T> s(net, K, false);
-    std::vector<T> acc(kTile);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = t / tiles, q0 = (t % tiles) * kTile, len = std::min(kTile, HW - q0);
       tile_weights(net, win, u1 + n * Cr * HW, u2 + n * Cr * HW, q0, len, s, false);
-      for (int64_t c = 0; c < C; ++c) {
-        const T* x = v + (n * C + c) * HW;
-        const T* wj = s.logits.data() + (c % net.cw) * K * kTile;
-        std::fill(acc.begin(), acc.end(), T(0));
-        for (int64_t k = 0; k < K; ++k) {
-          const T* wk = wj + k * kTile;
-          s.runs.each(k, [&](int32_t p0, int32_t p1, int32_t off) {
-            const T* LSA_RESTRICT xs = x + off;
-            for (int32_t p = p0; p < p1; ++p) acc[p] += wk[p] * xs[p];
-          });
-        }
-        std::copy(acc.begin(), acc.begin() + len, y + (n * C + c) * HW + q0);
-      }
+      aggregate_tile(s.runs, s.logits.data(), net.cw, K, C, HW, v + n * C * HW, q0, len,
+                     y + n * C * HW);
     }
   });
 }

@@ -23,6 +23,11 @@ op                                            FLOPs
                                               ``P * Cr``, gamma's two BatchNorms ``2 * P *
                                               (Cr + M)``, its 1x1 convs ``P * M * (Cr + Cw)``,
                                               aggregation ``numel(out) * K`` (``P = N*K*H*W``)
+``lsa::san_patchwise_forward`` (fused SAN)    what the unfused path counts: gamma's
+                                              BatchNorms ``2 * P * (Ca + M)``, its 1x1
+                                              convs ``P * M * (Ca + Cw * K)``, aggregation
+                                              ``numel(out) * K`` (``P = N*H*W``,
+                                              ``Ca = R * (K + 1)``)
 ``aten::scaled_dot_product_attention``        ``B * L * S * (E + Ev)`` (``q k^T`` and ``A v``)
 ``aten::matmul`` / ``aten::bmm``              ``prod(batch) * n * k * m``, batch dims broadcast
 ``aten::baddbmm``                             as ``bmm`` (the bias add is not counted)
@@ -105,6 +110,29 @@ def san_pairwise_counter_flops(inputs: Sequence[Any], outputs: Sequence[Any]) ->
     two ReLUs (one per element) and conv2's bias (one per output element)."""
     p, cr, m, cw = _san_pairwise_sizes(inputs)
     return san_pairwise_flops(inputs, outputs) + p * (cr + m) + p * cw
+
+
+def _san_patchwise_sizes(inputs: Sequence[Any]) -> tuple[int, int, int, int]:
+    """(P, Ca, M, Cw * K) of ``lsa::san_patchwise_forward``: P = N * H * W pixels."""
+    n, _, h, w = _shape(inputs[0])  # u1
+    m, ca = _shape(inputs[5])  # weight1 (M, Ca)
+    return n * h * w, ca, m, _shape(inputs[7])[0]  # weight2 (Cw * K, M)
+
+
+def san_patchwise_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """Fused SAN patchwise attention, counted as the unfused path it replaces: gamma's
+    BatchNorms at 2 per element (BN2 is folded into the op's conv1), its two 1x1 convs
+    and the aggregation of ``value`` (the unfold itself counts nothing)."""
+    p, ca, m, cwk = _san_patchwise_sizes(inputs)
+    taps = inputs[9].toIValue() ** 2
+    return 2 * p * (ca + m) + p * m * (ca + cwk) + math.prod(_shape(outputs[0])) * taps
+
+
+def san_patchwise_counter_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
+    """The fused op under the SAN authors' counter: :func:`san_patchwise_flops` plus
+    gamma's two ReLUs and conv2's bias."""
+    p, ca, m, cwk = _san_patchwise_sizes(inputs)
+    return san_patchwise_flops(inputs, outputs) + p * (ca + m) + p * cwk
 
 
 def sdpa_flops(inputs: Sequence[Any], outputs: Sequence[Any]) -> int:
@@ -195,6 +223,7 @@ LSA_FLOP_HANDLES: dict[str, Handle] = {
     'lsa::subtraction2_forward': subtraction_flops,
     'lsa::elsa_forward': elsa_flops,
     'lsa::san_pairwise_forward': san_pairwise_flops,
+    'lsa::san_patchwise_forward': san_patchwise_flops,
     'aten::scaled_dot_product_attention': sdpa_flops,
     'aten::matmul': matmul_flops,
     'aten::bmm': matmul_flops,
@@ -222,14 +251,15 @@ def _conv_with_bias(inputs: Sequence[Any], outputs: Sequence[Any]) -> Counter:
 
 #: Opt-in extras that reproduce the SAN authors' counter (``util/complexity.py``): it also
 #: counts ReLU (one per element), max pooling (one per input element) and conv biases
-#: (one per output element), which mmengine's convention leaves out; the fused SAN op
-#: hides gamma's ReLUs and conv2 bias from the trace, so it gets its own handle here.
+#: (one per output element), which mmengine's convention leaves out; the fused SAN ops
+#: hide gamma's ReLUs and conv2 bias from the trace, so they get their own handles here.
 SAN_COUNTER_HANDLES: dict[str, Handle] = {
     'aten::relu': _numel_of(0),
     'aten::relu_': _numel_of(0),
     'aten::max_pool2d': _numel_of(0),
     'aten::_convolution': _conv_with_bias,
     'lsa::san_pairwise_forward': san_pairwise_counter_flops,
+    'lsa::san_patchwise_forward': san_patchwise_counter_flops,
 }
 
 

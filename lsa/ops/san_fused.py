@@ -10,6 +10,8 @@ SAN's ``gamma`` into these arguments is :mod:`lsa.ops.san_gamma`.
 """
 from __future__ import annotations
 
+from typing import Callable, Tuple
+
 import torch
 from torch import Tensor
 
@@ -142,46 +144,41 @@ def san_pairwise_stats(u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, w
     return torch.stack([weight1 @ sum_a, ((weight1 @ second) * weight1).sum(1)])
 
 
-def _register() -> None:
-    """Fake (meta) implementations and the autograd formulas of the compiled ops."""
+def register_tile_ops(name: str, moments_inputs: int,
+                      moments_shape: Callable[..., Tuple[int, int]]) -> None:
+    """Fake (meta) implementations and autograd formulas of the compiled tile ops
+    ``lsa::<name>_forward`` (9 tensors, then kernel_size, dilation, pad_mode) and
+    ``lsa::<name>_moments`` (``moments_inputs`` tensors, then the same three ints; its
+    output shape is ``moments_shape(*inputs)``), through their ``*_backward`` ops."""
 
-    @torch.library.register_fake('lsa::san_pairwise_forward')
-    def _fake_forward(u1, u2, value, *args):
-        return torch.empty_like(value, memory_format=torch.contiguous_format)
+    def _fake_like(*tensors):
+        return [torch.empty_like(t, memory_format=torch.contiguous_format) for t in tensors]
 
-    @torch.library.register_fake('lsa::san_pairwise_backward')
-    def _fake_backward(grad_output, *inputs_and_args):
-        return [torch.empty_like(t, memory_format=torch.contiguous_format)
-                for t in inputs_and_args[:9]]
+    torch.library.register_fake(f'lsa::{name}_forward')(
+        lambda u1, u2, value, *args: _fake_like(value)[0])
+    torch.library.register_fake(f'lsa::{name}_backward')(
+        lambda grad_output, *inputs_and_args: _fake_like(*inputs_and_args[:9]))
+    torch.library.register_fake(f'lsa::{name}_moments')(
+        lambda u1, *args: u1.new_empty(moments_shape(u1, *args)))
+    torch.library.register_fake(f'lsa::{name}_moments_backward')(
+        lambda grad, *inputs_and_args: _fake_like(*inputs_and_args[:moments_inputs]))
 
-    @torch.library.register_fake('lsa::san_pairwise_moments')
-    def _fake_moments(u1, *args):
-        return u1.new_empty((u1.shape[1] + 1, u1.shape[1]))
-
-    @torch.library.register_fake('lsa::san_pairwise_moments_backward')
-    def _fake_moments_backward(grad, *inputs_and_args):
-        return [torch.empty_like(t, memory_format=torch.contiguous_format)
-                for t in inputs_and_args[:4]]
-
-    def _setup(ctx, inputs, output, n):
+    def _setup(ctx, inputs, n):
         ctx.save_for_backward(*inputs[:n])
         ctx.args = inputs[n:]
 
-    def _backward(ctx, grad_output):
-        grads = torch.ops.lsa.san_pairwise_backward(grad_output, *ctx.saved_tensors, *ctx.args)
-        return (*grads, None, None, None)
-
-    def _moments_backward(ctx, grad):
-        grads = torch.ops.lsa.san_pairwise_moments_backward(grad, *ctx.saved_tensors, *ctx.args)
-        return (*grads, None, None, None)
+    def _backward(op):
+        def backward(ctx, grad):
+            return (*op(grad, *ctx.saved_tensors, *ctx.args), None, None, None)
+        return backward
 
     torch.library.register_autograd(
-        'lsa::san_pairwise_forward', _backward,
-        setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, 9))
+        f'lsa::{name}_forward', _backward(getattr(torch.ops.lsa, f'{name}_backward')),
+        setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, 9))
     torch.library.register_autograd(
-        'lsa::san_pairwise_moments', _moments_backward,
-        setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, output, 4))
+        f'lsa::{name}_moments', _backward(getattr(torch.ops.lsa, f'{name}_moments_backward')),
+        setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, moments_inputs))
 
 
 if HAS_EXT and hasattr(torch.ops.lsa, 'san_pairwise_forward'):
-    _register()
+    register_tile_ops('san_pairwise', 4, lambda u1, *args: (u1.shape[1] + 1, u1.shape[1]))

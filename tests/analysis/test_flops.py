@@ -53,9 +53,9 @@ def test_elsa_counts_filter_and_sum_per_tap():
     assert flops == {'elsa_forward': 2 * (2 * 4 * 16) * 9}
 
 
-def _san_layer(fused):
+def _san_layer(fused, sa_type='pairwise'):
     from lsa.models.layers import SANAttention
-    return SANAttention(16, 8, kernel_size=3, sa_type='pairwise', rel_channels=4,
+    return SANAttention(16, 8, kernel_size=3, sa_type=sa_type, rel_channels=4,
                         share_planes=4, fused=fused).eval()
 
 
@@ -71,18 +71,30 @@ def test_fused_san_counts_relation_gamma_and_aggregation():
 
 
 @needs_ext
-def test_fused_san_counts_as_the_unfused_path():
+def test_fused_san_patchwise_counts_gamma_and_aggregation():
+    layer = _san_layer(True, 'patchwise')
+    with torch.no_grad():
+        flops = dict(flop_analyzer(layer, (torch.rand(2, 16, 6, 6),)).by_operator())
+    P, Ca, M, CwK = 2 * 36, 4 * (9 + 1), 8 // 4, 8 // 4 * 9  # pixels; gamma in, hidden, out
+    assert flops.pop('san_patchwise_forward') == (
+        2 * P * (Ca + M) + P * M * (Ca + CwK) + 2 * 8 * 36 * 9)
+    assert flops == {'conv': 2 * 36 * 16 * (4 + 4 + 8)}  # phi, psi, beta
+
+
+@needs_ext
+@pytest.mark.parametrize('sa_type', ['pairwise', 'patchwise'])
+def test_fused_san_counts_as_the_unfused_path(sa_type):
     """The count is the model's, not the kernel's: fused and unfused agree (batch 1), with
     mmengine's convention and with the SAN authors' counter."""
     from lsa.analysis import SAN_COUNTER_HANDLES
-    fused, unfused = _san_layer(True), _san_layer(False)
+    fused, unfused = _san_layer(True, sa_type), _san_layer(False, sa_type)
     unfused.load_state_dict(fused.state_dict())
     x = torch.rand(1, 16, 6, 6)
     for extra in (None, SAN_COUNTER_HANDLES):
         with torch.no_grad():
             a = complexity_info(fused, (x,), extra_handles=extra)
             b = complexity_info(unfused, (x,), extra_handles=extra)
-        assert 'san_pairwise_forward' in a['by_operator']
+        assert f'san_{sa_type}_forward' in a['by_operator']
         assert ('relu_' in b['by_operator']) == (extra is not None)  # the counters differ
         assert a['flops'] == b['flops']
 
@@ -162,8 +174,9 @@ def test_dcn_counts_conv_and_sampling(modulated):
 
 def test_handle_table_names_every_op():
     assert {'lsa::aggregation_forward', 'lsa::subtraction2_forward', 'lsa::elsa_forward',
-            'lsa::san_pairwise_forward', 'aten::scaled_dot_product_attention', 'aten::matmul',
-            'aten::baddbmm'} <= set(LSA_FLOP_HANDLES)
+            'lsa::san_pairwise_forward', 'lsa::san_patchwise_forward',
+            'aten::scaled_dot_product_attention', 'aten::matmul', 'aten::baddbmm'
+            } <= set(LSA_FLOP_HANDLES)
 
 
 def test_complexity_info_reports_uncounted_ops():
@@ -190,6 +203,7 @@ def test_san_counter_adds_relu_pool_and_bias():
 @pytest.mark.parametrize('cfg', [
     'configs/cls/localvit/localvit-t2t-7_8xb128_in1k.py',  # SDPA, matmul
     'configs/cls/san/san10-pairwise_8xb32_in1k.py',  # the fused SAN op (eval path)
+    'configs/cls/san/san10-patchwise_8xb32_in1k.py',
 ])
 def test_metafile_flops_are_what_get_flops_measures(load_script, cfg):
     """The FLOPs written into the metafiles come from this counter (smallest models checked),

@@ -397,12 +397,12 @@ def test_config_loss_is_the_official_smooth_loss():
 
 
 # --------------------------------------------------------------------------------------------
-# The fused pairwise path (default) against the unfused composition (fused=False)
+# The fused paths (default in eval) against the unfused composition (fused=False)
 # --------------------------------------------------------------------------------------------
-def fused_and_unfused(k, dilation=1, dtype=torch.float64, momentum=0.1):
+def fused_and_unfused(k, dilation=1, dtype=torch.float64, momentum=0.1, sa_type='pairwise'):
     torch.manual_seed(k * 10 + dilation)
     fused = randomise_bn(SANAttention(32, 16, kernel_size=k, dilation=dilation,
-                                      fused=True)).to(dtype)
+                                      sa_type=sa_type, fused=True)).to(dtype)
     for bn in (fused.gamma.norm1, fused.gamma.norm2):
         bn.momentum = momentum
     unfused = copy.deepcopy(fused)
@@ -439,33 +439,38 @@ def check_fused_steps(fused, unfused, x, training, rtol, steps=2):
                 torch.testing.assert_close(sa[key], sb[key], rtol=rtol, atol=rtol, msg=key)
 
 
+@pytest.mark.parametrize('sa_type', SA_TYPES)
 @pytest.mark.parametrize('training', [False, True])
 @pytest.mark.parametrize('k,dilation,n,hw', [(3, 1, 2, (7, 9)), (7, 1, 1, (11, 8)),
-                                             (7, 1, 2, (4, 5)), (3, 2, 2, (6, 7))])
-def test_fused_attention_equals_unfused_fp64(training, k, dilation, n, hw):
-    fused, unfused = fused_and_unfused(k, dilation)
+                                             (7, 1, 2, (4, 5)), (3, 2, 2, (6, 7)),
+                                             (3, 1, 1, (13, 11))])
+def test_fused_attention_equals_unfused_fp64(training, k, dilation, n, hw, sa_type):
+    fused, unfused = fused_and_unfused(k, dilation, sa_type=sa_type)
     x = torch.randn(n, 32, *hw, dtype=torch.float64)
     check_fused_steps(fused, unfused, x, training, 1e-10)
     if training:
         assert fused.gamma.norm1.num_batches_tracked == 2
 
 
-def test_fused_attention_cumulative_momentum_and_non_contiguous_input():
-    fused, unfused = fused_and_unfused(5, momentum=None)
+@pytest.mark.parametrize('sa_type', SA_TYPES)
+def test_fused_attention_cumulative_momentum_and_non_contiguous_input(sa_type):
+    fused, unfused = fused_and_unfused(5, momentum=None, sa_type=sa_type)
     x = torch.randn(2, 9, 7, 32, dtype=torch.float64).permute(0, 3, 1, 2)  # channels-last
     assert not x.is_contiguous()
     check_fused_steps(fused, unfused, x, True, 1e-10, steps=3)
 
 
+@pytest.mark.parametrize('sa_type', SA_TYPES)
 @pytest.mark.parametrize('training', [False, True])
-def test_fused_attention_close_to_unfused_fp32(training):
+def test_fused_attention_close_to_unfused_fp32(training, sa_type):
     """fp32: outputs and gradients to 1e-4 of the unfused path (relative to their scale)."""
-    fused, unfused = fused_and_unfused(7, dtype=torch.float32)
+    fused, unfused = fused_and_unfused(7, dtype=torch.float32, sa_type=sa_type)
     check_fused_steps(fused, unfused, torch.randn(2, 32, 10, 9), training, 1e-4, steps=1)
 
 
-def test_fused_is_default_in_eval_and_skips_the_gamma_modules():
-    m = SANAttention(32, 16, kernel_size=3).eval()
+@pytest.mark.parametrize('sa_type', SA_TYPES)
+def test_fused_is_default_in_eval_and_skips_the_gamma_modules(sa_type):
+    m = SANAttention(32, 16, kernel_size=3, sa_type=sa_type).eval()
     assert m.fused == 'eval' and "fused='eval'" in repr(m)
     unfused = copy.deepcopy(m)
     unfused.fused = False
@@ -486,9 +491,10 @@ def test_fused_is_default_in_eval_and_skips_the_gamma_modules():
         SANAttention(32, 16, fused='always')
 
 
-def test_fused_backbone_equals_unfused_training():
+@pytest.mark.parametrize('sa_type', SA_TYPES)
+def test_fused_backbone_equals_unfused_training(sa_type):
     torch.manual_seed(0)
-    fused = randomise_bn(SAN(arch=TINY, out_indices=(2, 4))).double().train()
+    fused = randomise_bn(SAN(arch=TINY, sa_type=sa_type, out_indices=(2, 4))).double().train()
     for mod in fused.modules():
         if isinstance(mod, SANAttention):
             mod.fused = True

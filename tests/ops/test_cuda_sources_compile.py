@@ -37,7 +37,8 @@ def _include_flags(tmp_path) -> list:
 
 def test_cuda_sources_exist():
     assert {osp.basename(f) for f in CU_FILES} >= {
-        'aggregation_cuda.cu', 'subtraction_cuda.cu', 'elsa_cuda.cu', 'san_fused_cuda.cu'}
+        'aggregation_cuda.cu', 'subtraction_cuda.cu', 'elsa_cuda.cu', 'san_fused_cuda.cu',
+        'san_patchwise_cuda.cu'}
 
 
 def test_every_cuda_source_compiles(tmp_path):

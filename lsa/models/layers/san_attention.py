@@ -23,7 +23,7 @@ from torch import Tensor
 from lsa.models.layers.common import batch_norm_
 from lsa.ops import aggregation, reflect_min_size, subtraction, subtraction2
 from lsa.ops.san_fused import FUSED_DTYPES
-from lsa.ops.san_gamma import san_pairwise_gamma_attention
+from lsa.ops.san_gamma import san_pairwise_gamma_attention, san_patchwise_gamma_attention
 from lsa.registry import MODELS, build_block
 
 SA_TYPES = ('pairwise', 'patchwise')
@@ -65,14 +65,15 @@ class SANAttention(nn.Module):
         rel_channels: Channels of ``phi``/``psi``; default ``in_channels // 16``.
         share_planes: Value channels per attention weight; default 8.
         dilation: Footprint dilation (the published models use 1).
-        fused: When to run the pairwise form through the fused op
-            (:func:`lsa.ops.san_gamma.san_pairwise_gamma_attention`: relation, gamma,
-            softmax and aggregation tile by tile, no tensor with a tap axis) for
-            float32/float64 input outside autocast. ``'eval'`` (default): where it is
-            faster today, in eval mode or without gradients (CPU inference 1.5x the unfused
-            path; its training step is slower, docs/ops.md); ``True``: always (training
-            too, at about half the activation memory); ``False``: never, the unfused
-            composition below. Same parameters, results and BatchNorm updates.
+        fused: When to run through the fused op
+            (:func:`lsa.ops.san_gamma.san_pairwise_gamma_attention` /
+            :func:`~lsa.ops.san_gamma.san_patchwise_gamma_attention`: gamma's input, its
+            MLP, the softmax (pairwise) and the aggregation tile by tile, no tensor with a
+            tap axis) for float32/float64 input outside autocast. ``'eval'`` (default): in
+            eval mode or without gradients (faster there on CPU, docs/ops.md); ``True``:
+            always (training too, at a fraction of the activation memory); ``False``:
+            never, the unfused composition below. Same parameters, results and BatchNorm
+            updates.
 
     Shapes:
         input (N, C, H, W) -> output (N, out_channels, H, W); H and W must be larger
@@ -166,6 +167,9 @@ class SANAttention(nn.Module):
                 f'{self.kernel_size}, dilation={self.dilation}: the reflect padding '
                 f'{self.padding} needs height and width >= {reflect_min_size(self.padding)}')
         if self._fused_applies(x):
+            if self.sa_type == 'patchwise':
+                return san_patchwise_gamma_attention(self.phi(x), self.psi(x), self.beta(x),
+                                                     self.gamma, self.kernel_size, self.dilation)
             pos = self.pos_enc(san_position(H, W, x))
             return san_pairwise_gamma_attention(self.phi(x), self.psi(x), pos, self.beta(x),
                                                 self.gamma, self.kernel_size, self.dilation)
@@ -175,7 +179,7 @@ class SANAttention(nn.Module):
     def _fused_applies(self, x: Tensor) -> bool:
         wanted = self.fused is True or (
             self.fused == 'eval' and not (self.training and torch.is_grad_enabled()))
-        return (wanted and self.sa_type == 'pairwise' and x.dtype in FUSED_DTYPES
+        return (wanted and x.dtype in FUSED_DTYPES
                 and x.device.type in ('cpu', 'cuda')
                 and not torch.is_autocast_enabled(x.device.type))
 
