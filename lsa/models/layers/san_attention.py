@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.models.layers.common import batch_norm_
+from lsa.models.layers.common import batch_norm_, conv1x1
 from lsa.ops import aggregation, reflect_min_size, subtraction, subtraction2
 from lsa.ops.san_fused import FUSED_DTYPES
 from lsa.ops.san_gamma import san_pairwise_gamma_attention, san_patchwise_gamma_attention
@@ -143,7 +143,7 @@ class SANAttention(nn.Module):
         """The aggregation weights, shape (N, out_channels // share_planes, K, H * W)."""
         N, _, H, W = x.shape
         taps = self.kernel_size * self.kernel_size
-        x1, x2 = self.phi(x), self.psi(x)  # N, rel, H, W
+        x1, x2 = conv1x1(x, self.phi), conv1x1(x, self.psi)  # N, rel, H, W
         if self.sa_type == 'pairwise':
             rel = subtraction2(x1, x2, **self._window)  # N, rel, K, HW
             pos = self.pos_enc(san_position(H, W, x))  # 1, 2, H, W
@@ -166,15 +166,16 @@ class SANAttention(nn.Module):
                 f'{type(self).__name__}: input {H}x{W} is too small for kernel_size='
                 f'{self.kernel_size}, dilation={self.dilation}: the reflect padding '
                 f'{self.padding} needs height and width >= {reflect_min_size(self.padding)}')
+        value = conv1x1(x, self.beta)
         if self._fused_applies(x):
+            x1, x2 = conv1x1(x, self.phi), conv1x1(x, self.psi)
             if self.sa_type == 'patchwise':
-                return san_patchwise_gamma_attention(self.phi(x), self.psi(x), self.beta(x),
-                                                     self.gamma, self.kernel_size, self.dilation)
+                return san_patchwise_gamma_attention(x1, x2, value, self.gamma,
+                                                     self.kernel_size, self.dilation)
             pos = self.pos_enc(san_position(H, W, x))
-            return san_pairwise_gamma_attention(self.phi(x), self.psi(x), pos, self.beta(x),
-                                                self.gamma, self.kernel_size, self.dilation)
-        w = self.attention_weights(x)
-        return aggregation(self.beta(x), w, **self._window)
+            return san_pairwise_gamma_attention(x1, x2, pos, value, self.gamma,
+                                                self.kernel_size, self.dilation)
+        return aggregation(value, self.attention_weights(x), **self._window)
 
     def _fused_applies(self, x: Tensor) -> bool:
         wanted = self.fused is True or (
@@ -222,4 +223,4 @@ class SANBottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act(batch_norm_(self.attn(self.act(self.norm1(x))), self.norm2))
-        return self.proj(out).add_(x)  # in place on the conv output (not saved by autograd)
+        return conv1x1(out, self.proj).add_(x)  # in place on the output (not saved by autograd)
