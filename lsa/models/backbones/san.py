@@ -3,41 +3,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.models.layers.common import batch_norm_, conv1x1, maybe_checkpoint
+from lsa.models.layers.common import maybe_checkpoint
+from lsa.models.layers.fast_paths import batch_norm_, conv1x1, max_pool_2x2
 from lsa.models.layers.san_attention import SA_TYPES
 from lsa.ops import reflect_min_size
 from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
 
 from .base import BaseLSABackbone, resolve_arch
-
-
-def max_pool_2x2(x: Tensor) -> Tensor:
-    """``F.max_pool2d(x, 2)`` (floor mode); in inference on NCHW maps, without indices.
-
-    PyTorch's CPU max-pool on an NCHW map computes the int64 argmax map even when no
-    gradient is needed (twice the size of its fp32 output) and is slow there (7x the
-    time below at the stem's 224x224). With no gradient recorded and a contiguous
-    input, the pool is two element-wise maxima of strided views, a few channels at a
-    time (temporaries of ~1 MB): bitwise the same values.
-    """
-    if (torch.is_grad_enabled() or not x.is_contiguous() or x.dim() != 4
-            or torch.jit.is_tracing() or torch.compiler.is_compiling()):
-        return F.max_pool2d(x, 2)
-    N, C, H, W = x.shape
-    H2, W2 = H // 2, W // 2
-    out = x.new_empty((N, C, H2, W2))
-    step = max(1, (1 << 18) // max(1, N * H * W2))  # channels per chunk
-    for c in range(0, C, step):
-        xs = x[:, c:c + step, :2 * H2, :2 * W2]
-        cols = torch.maximum(xs[..., 0::2], xs[..., 1::2])  # (N, step, 2 H2, W2)
-        torch.maximum(cols[..., 0::2, :], cols[..., 1::2, :], out=out[:, c:c + step])
-    return out
 
 
 def split_arch_name(arch: str) -> tuple[str, str | None]:
@@ -51,6 +27,15 @@ def split_arch_name(arch: str) -> tuple[str, str | None]:
                          f'(optionally with -pairwise/-patchwise) or a dict with keys '
                          f'{SAN.essential_keys}')
     return name, sa_type
+
+
+class SANStem(nn.Sequential):
+    """``act(norm(conv(x)))`` at full resolution (children ``conv``, ``norm``, ``act``);
+    in inference without a second full-resolution buffer (see
+    :mod:`lsa.models.layers.fast_paths`)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(batch_norm_(conv1x1(x, self.conv), self.norm))
 
 
 class SANStage(nn.Module):
@@ -70,11 +55,11 @@ class SANStage(nn.Module):
         self.norm = nn.BatchNorm2d(channels)
         self.act = nn.ReLU(inplace=True)
 
-    def forward(self, x: Tensor, with_cp: bool = False) -> Tensor:
-        return self.forward_pooled(max_pool_2x2(x), with_cp)
-
-    def forward_pooled(self, x: Tensor, with_cp: bool = False) -> Tensor:
-        """The stage after its max-pool: (N, in_channels, H, W) -> (N, channels, H, W)."""
+    def forward(self, x: Tensor, with_cp: bool = False, pooled: bool = False) -> Tensor:
+        """``pooled=True``: ``x`` is already max-pooled (the caller pooled it, so that it
+        could release the larger map before the stage runs)."""
+        if not pooled:
+            x = max_pool_2x2(x)
         x = conv1x1(x, self.transition)
         for block in self.blocks:
             x = maybe_checkpoint(block, x, enabled=with_cp)
@@ -150,7 +135,7 @@ class SAN(BaseLSABackbone):
         self.kernels = tuple(arch['kernels'])
         self.num_stages = len(self.widths)
 
-        self.stem = nn.Sequential(OrderedDict(
+        self.stem = SANStem(OrderedDict(
             conv=nn.Conv2d(3, self.widths[0], 1, bias=False), norm=nn.BatchNorm2d(self.widths[0]),
             act=nn.ReLU(inplace=True)))
         in_channels = self.widths[0]
@@ -197,14 +182,13 @@ class SAN(BaseLSABackbone):
             raise ValueError(
                 f'SAN: input {H}x{W} is too small: the reflect padding of the stages '
                 f'(kernels {self.kernels}) needs height and width >= {self.min_input_size}')
-        stem = self.stem
-        x = stem.act(batch_norm_(conv1x1(x, stem.conv), stem.norm))
+        x = self.stem(x)
         feats = {}
         for i in range(max(self.out_indices) + 1):  # later stages are not needed
             # pool first, so that the previous map (at the stem: full resolution) is freed
             # before the stage runs unless it is an output
             x = max_pool_2x2(x)
-            x = self.stages[i].forward_pooled(x, with_cp=self.with_cp)
+            x = self.stages[i](x, with_cp=self.with_cp, pooled=True)
             if i in self.out_indices:
                 feats[i] = x
         return tuple(feats[i] for i in self.out_indices)

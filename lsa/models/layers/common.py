@@ -154,44 +154,6 @@ def maybe_checkpoint(module: nn.Module | Callable, *args: Any, enabled: bool) ->
     return module(*args)
 
 
-def conv1x1(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``conv(x)`` for a 1x1, stride-1, ungrouped conv on an NCHW map, as one batched GEMM.
-
-    (O, C) @ (N, C, H*W) writes the NCHW output directly: oneDNN would reorder the
-    map to its blocked layout and back (a second output-sized buffer; at SAN's
-    full-resolution stem, 98 MiB at batch 8). Other convs, other layouts, tracing and
-    ``torch.compile`` call ``conv(x)``.
-    """
-    w = conv.weight
-    if (w.shape[2:] != (1, 1) or conv.stride != (1, 1) or conv.groups != 1
-            or conv.padding not in ((0, 0), 'valid') or x.dim() != 4 or not x.is_contiguous()
-            or torch.jit.is_tracing() or torch.compiler.is_compiling()):
-        return conv(x)
-    (N, C, H, W), O = x.shape, w.shape[0]
-    # bmm, not matmul: matmul folds (O, C) @ (N, C, L) into one GEMM with a transposed output
-    y = torch.bmm(w.view(1, O, C).expand(N, O, C), x.flatten(2)).view(N, O, H, W)
-    return y if conv.bias is None else y.add_(conv.bias.view(1, -1, 1, 1))
-
-
-def batch_norm_(x: Tensor, bn: nn.Module) -> Tensor:
-    """``bn(x)``, written into ``x`` when that is safe: for maps the caller owns.
-
-    In inference (no gradient recorded) an eval-mode ``BatchNorm2d`` normalises ``x`` in
-    place through the same kernel (``native_batch_norm``: bitwise the values ``bn(x)``
-    gives), so a large map is not held twice. Anything else (training, other norms, a
-    dtype other than the norm's, tracing, ``torch.compile``) calls ``bn(x)``.
-    """
-    if (type(bn) is nn.BatchNorm2d and not bn.training and bn.running_mean is not None
-            and not torch.is_grad_enabled() and x.dtype == bn.running_mean.dtype
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
-        empty = x.new_empty(0)
-        torch.ops.aten.native_batch_norm.out(x, bn.weight, bn.bias, bn.running_mean,
-                                             bn.running_var, False, 0.0, bn.eps, out=x,
-                                             save_mean=empty, save_invstd=empty)
-        return x
-    return bn(x)
-
-
 def _running_stats(bn: _BatchNorm) -> list[Tensor]:
     return [t for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)
             if t is not None]

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lsa.models.layers.common import batch_norm_, conv1x1
+from lsa.models.layers.fast_paths import batch_norm_, conv1x1
 from lsa.ops import aggregation, reflect_min_size, subtraction, subtraction2
 from lsa.ops.san_fused import FUSED_DTYPES
 from lsa.ops.san_gamma import san_pairwise_gamma_attention, san_patchwise_gamma_attention
@@ -223,4 +223,7 @@ class SANBottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act(batch_norm_(self.attn(self.act(self.norm1(x))), self.norm2))
-        return conv1x1(out, self.proj).add_(x)  # in place on the output (not saved by autograd)
+        y = conv1x1(out, self.proj)
+        # in place on the projection's output (autograd does not keep it), unless autocast
+        # made it another dtype: then x + y promotes as the plain sum does
+        return y.add_(x) if y.dtype == x.dtype else x + y

@@ -1,0 +1,86 @@
+"""CPU fast paths of common modules for maps the caller owns: the same values, less memory.
+
+Each takes the module it stands in for and calls it unchanged whenever the fast path
+does not apply: another device, a subclass or hooked module, a gradient where the
+fast path has none, and graph capture (``torch.jit`` tracing, which the FLOP counter
+uses, and ``torch.compile``), so counted and compiled graphs see the modules.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ['batch_norm_', 'conv1x1', 'max_pool_2x2']
+
+
+def _plain(x: Tensor, module: nn.Module | None, cls: type | None = None) -> bool:
+    """Whether the module must run as itself (the fast path does not apply)."""
+    if x.device.type != 'cpu' or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return True
+    if module is None:
+        return False
+    return (type(module) is not cls or bool(module._forward_hooks)
+            or bool(module._forward_pre_hooks)
+            or bool(nn.modules.module._global_forward_hooks)
+            or bool(nn.modules.module._global_forward_pre_hooks))
+
+
+def conv1x1(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv(x)`` for a 1x1, stride-1, ungrouped ``nn.Conv2d`` on a contiguous NCHW map,
+    as one batched GEMM.
+
+    (O, C) @ (N, C, H*W) writes the NCHW output directly: oneDNN (used with more than
+    one thread) would reorder the map to its blocked layout and back, a second
+    output-sized buffer (at SAN's full-resolution stem, 98 MiB at batch 8).
+    """
+    w = conv.weight
+    if (_plain(x, conv, nn.Conv2d) or w.shape[2:] != (1, 1) or conv.stride != (1, 1)
+            or conv.groups != 1 or conv.padding not in ((0, 0), 'valid')
+            or conv.padding_mode != 'zeros' or x.dim() != 4 or not x.is_contiguous()):
+        return conv(x)
+    (N, C, H, W), O = x.shape, w.shape[0]
+    # bmm, not matmul: matmul folds (O, C) @ (N, C, L) into one GEMM with a transposed output
+    y = torch.bmm(w.view(1, O, C).expand(N, O, C), x.flatten(2)).view(N, O, H, W)
+    return y if conv.bias is None else y.add_(conv.bias.view(1, -1, 1, 1))
+
+
+def batch_norm_(x: Tensor, bn: nn.Module) -> Tensor:
+    """``bn(x)``, written into ``x`` in inference.
+
+    With no gradient recorded, an eval-mode ``nn.BatchNorm2d`` normalises ``x`` in place
+    through the same kernel (``native_batch_norm``: bitwise the values ``bn(x)`` gives),
+    so a large map is not held twice. Otherwise (training, other norms, a dtype other
+    than the norm's, ...) ``bn(x)``.
+    """
+    if (_plain(x, bn, nn.BatchNorm2d) or bn.training or bn.running_mean is None
+            or torch.is_grad_enabled() or x.dtype != bn.running_mean.dtype):
+        return bn(x)
+    empty = x.new_empty(0)
+    torch.ops.aten.native_batch_norm.out(x, bn.weight, bn.bias, bn.running_mean,
+                                         bn.running_var, False, 0.0, bn.eps, out=x,
+                                         save_mean=empty, save_invstd=empty)
+    return x
+
+
+def max_pool_2x2(x: Tensor) -> Tensor:
+    """``F.max_pool2d(x, 2)`` (floor mode); in inference on NCHW maps, without indices.
+
+    PyTorch's CPU max-pool on an NCHW map computes the int64 argmax map even when no
+    gradient is needed (twice the size of its fp32 output) and is slow there (7x the
+    time at SAN's 224x224 stem). With no gradient recorded and a contiguous input, the
+    pool is two element-wise maxima of strided views, a few channels at a time
+    (temporaries of ~1 MB): bitwise the same values, NaN included.
+    """
+    if _plain(x, None) or torch.is_grad_enabled() or not x.is_contiguous() or x.dim() != 4:
+        return F.max_pool2d(x, 2)
+    N, C, H, W = x.shape
+    H2, W2 = H // 2, W // 2
+    out = x.new_empty((N, C, H2, W2))
+    step = max(1, (1 << 18) // max(1, N * H * W2))  # channels per chunk
+    for c in range(0, C, step):
+        xs = x[:, c:c + step, :2 * H2, :2 * W2]
+        cols = torch.maximum(xs[..., 0::2], xs[..., 1::2])  # (N, step, 2 H2, W2)
+        torch.maximum(cols[..., 0::2, :], cols[..., 1::2, :], out=out[:, c:c + step])
+    return out
