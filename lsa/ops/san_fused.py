@@ -45,8 +45,15 @@ def _check_same(op: str, **tensors: Tensor) -> None:
         raise TypeError(f'{op}: dtype must be float32 or float64, got {t0.dtype}')
 
 
-def _check(op: str, u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, weight1: Tensor,
-           kernel_size: int, dilation: int, pad_mode: str, **more: Tensor) -> None:
+def check_args(op: str, u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor,
+               weight1: Tensor, kernel_size: int, dilation: int, pad_mode: str,
+               patchwise: bool = False, **more: Tensor) -> None:
+    """Clear errors for the arguments of the fused SAN ops (pairwise and patchwise).
+
+    gamma's first layer reads ``Cr`` relation channels (pairwise) or ``Cr * (K + 1)``
+    (patchwise: the centre and the unfolded window); its last layer has ``Cw`` rows
+    (pairwise) or ``Cw * K`` (patchwise: one per weight channel and tap).
+    """
     for name, t, nd in (('u1', u1, 4), ('u2', u2, 4), ('scale1', scale1, 1),
                         ('shift1', shift1, 1), ('weight1', weight1, 2)):
         _check_tensor(op, name, t, nd)
@@ -64,20 +71,24 @@ def _check(op: str, u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, weig
     if pad_mode == 'reflect' and min(H, W) < reflect_min_size(p):
         raise ValueError(f"{op}: pad_mode='reflect' needs padding < input size, got "
                          f'padding={(p, p)} for an input of size {(H, W)}')
-    cr, m = u1.shape[1], weight1.shape[0]
     if u2.shape != u1.shape:
         raise ValueError(f'{op}: u2 must have the shape of u1 {tuple(u1.shape)}, '
                          f'got {tuple(u2.shape)}')
-    expect = {'scale1': (cr,), 'shift1': (cr,), 'weight1': (m, cr), 'bias1': (m,)}
+    K = kernel_size * kernel_size
+    ca, m = u1.shape[1] * (K + 1 if patchwise else 1), weight1.shape[0]
+    expect = {'scale1': (ca,), 'shift1': (ca,), 'weight1': (m, ca), 'bias1': (m,)}
     if 'weight2' in more:
-        cw = more['weight2'].shape[0]
-        expect.update(weight2=(cw, m), bias2=(cw,))
-        value = more['value']
+        rows = more['weight2'].shape[0]
+        if patchwise and (rows < K or rows % K):
+            raise ValueError(f'{op}: weight2 must have Cw * K rows (K={K}), got '
+                             f'{tuple(more["weight2"].shape)}')
+        expect.update(weight2=(rows, m), bias2=(rows,))
+        value, cw = more['value'], max(rows // K if patchwise else rows, 1)
         if value.shape[0] != u1.shape[0] or value.shape[2:] != u1.shape[2:] \
-                or value.shape[1] % max(cw, 1):
+                or value.shape[1] % cw:
             raise ValueError(f'{op}: value must be (N, C, H, W) = ({u1.shape[0]}, C, '
-                             f'{u1.shape[2]}, {u1.shape[3]}) with C a multiple of '
-                             f'weight2.shape[0]={cw}, got {tuple(value.shape)}')
+                             f'{u1.shape[2]}, {u1.shape[3]}) with C a multiple of the '
+                             f'weight channels Cw={cw}, got {tuple(value.shape)}')
     tensors = dict(scale1=scale1, shift1=shift1, weight1=weight1, **more)
     for name, shape in expect.items():
         if name in tensors and tuple(tensors[name].shape) != shape:
@@ -115,7 +126,7 @@ def san_pairwise_attention(u1: Tensor, u2: Tensor, value: Tensor, scale1: Tensor
     :func:`lsa.ops.reference.san_pairwise_ref`.
     """
     op = 'san_pairwise_attention'
-    _check(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode, value=value,
+    check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode, value=value,
            bias1=bias1, weight2=weight2, bias2=bias2)
     require_kernels('san_pairwise', u1)
     return torch.ops.lsa.san_pairwise_forward(u1, u2, value, scale1, shift1, weight1, bias1,
@@ -136,7 +147,7 @@ def san_pairwise_stats(u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, w
     first layer): ``da = g_a + (G + G^T) a`` for the gradients ``g_a``, ``G`` of the sums.
     """
     op = 'san_pairwise_stats'
-    _check(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode)
+    check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode)
     require_kernels('san_pairwise', u1)
     moments = torch.ops.lsa.san_pairwise_moments(u1, u2, scale1, shift1, kernel_size, dilation,
                                                  PAD_MODES[pad_mode])
