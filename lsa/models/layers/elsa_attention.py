@@ -28,6 +28,7 @@ class ELSAAttention(nn.Module):
         q, k_, v = split(qkv(x), [Q, Q, Cv])             # 1x1 conv, order q, k, v
         a = attn_gen(avg_pool_s(q * k_ * scale))          # k x k grouped conv, GELU, 1x1 conv
         A = softmax over the k*k taps of a.view(B*G, k*k, Ho, Wo)   # head g: channels g*k*k..
+            (inside the ELSA op unless attention dropout is active)
         V = v.view(B*G, Cv/G, H, W)                       # head g: value channels g*Cv/G..
         out = elsa(V, A, ghost_mul, ghost_add, k, stride, dilation)
         y = proj(out)                                     # Linear(Cv, dim) on tokens
@@ -165,11 +166,16 @@ class ELSAAttention(nn.Module):
         if s > 1:
             hadamard = F.avg_pool2d(hadamard, s)  # B, Q, H//s, W//s
         attn = _conv1x1_nchw(self.attn_gen[2], self.attn_gen[1](self.attn_gen[0](hadamard)))
-        attn = self.attn_drop(attn.reshape(B * G, k * k, Ho, Wo).softmax(dim=1))
+        attn = attn.reshape(B * G, k * k, Ho, Wo)
+        # without active dropout the op applies the softmax itself (one pass fewer each way)
+        fused = not (self.training and self.attn_drop.p > 0)
+        if not fused:
+            attn = self.attn_drop(attn.softmax(dim=1))
         v = _linear_nchw(x, w[2 * Q:], None if b is None else b[2 * Q:])  # B, Cv, L
         v = v.view(B * G, Cv // G, H, W)
         ghost_mul, ghost_add = self.ghosts(B, v)
-        out = elsa(v, attn, ghost_mul, ghost_add, k, stride=s, dilation=self.dilation)
+        out = elsa(v, attn, ghost_mul, ghost_add, k, stride=s, dilation=self.dilation,
+                   softmax=fused)
         out = out.view(B, Cv, Ho * Wo).transpose(1, 2)  # B, Ho*Wo, Cv (a view)
         p = self.proj
         out = torch.baddbmm(p.bias.view(1, 1, -1), out, p.weight.t().expand(B, Cv, self.dim))
