@@ -84,4 +84,15 @@ TORCH_LIBRARY_FRAGMENT(lsa, m) {
       "elsa_backward(Tensor grad_out, Tensor features, Tensor attn, Tensor ghost_mul, "
       "Tensor ghost_add, int kernel_size, int stride, int dilation, bool[4] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  // The same with the softmax over the k*k taps fused in: `logits` (Nb, k*k, H/s, W/s) are
+  // turned into attn = softmax(logits, dim=1), which is returned with the output (the
+  // backward reads it); the backward takes that attn and returns the logits' gradient
+  // in place of attn's.
+  m.def(
+      "elsa_softmax_forward(Tensor features, Tensor logits, Tensor ghost_mul, Tensor ghost_add, "
+      "int kernel_size, int stride, int dilation) -> (Tensor, Tensor)");
+  m.def(
+      "elsa_softmax_backward(Tensor grad_out, Tensor features, Tensor attn, Tensor ghost_mul, "
+      "Tensor ghost_add, int kernel_size, int stride, int dilation, bool[4] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }

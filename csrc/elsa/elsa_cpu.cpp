@@ -1,19 +1,31 @@
-// ELSA CPU kernels (forward and backward), parallel with at::parallel_for.
+// ELSA CPU kernels (forward and backward, optionally with the softmax over the k*k taps
+// fused in), parallel with at::parallel_for.
 //
-// Every output element is written by exactly one task, in a fixed summation order, so
-// results do not depend on the number of threads (no atomics, no shared accumulators):
-//   forward, dV, dM, dD: one task per (n, c) plane; taps in row-major order;
-//   dA:                  one task per (n, tap) plane; channels in order.
+//   forward:  one task per (n, c) plane, taps in row-major order (with the softmax: ATen's
+//             softmax of the logits first, returned for the backward);
+//   backward: one task per n, walking the output in blocks of rows (block_rows(g) rows of
+//             every tap plane of A, sized to stay in the L2 cache) so that A and dA are
+//             read and written once, not once per channel: per block, channels in order,
+//             taps in row-major order, one inner loop along a row computes dV (scatter
+//             into the task's own planes), dA (sum over channels in order), dM and dD
+//             (per-(c, tap, x) partial rows summed over y, then over x); when a block is
+//             done its dA rows are turned into the logits' gradient if the softmax is fused.
+// Every output element is written by exactly one task in a fixed summation order, so
+// results do not depend on the number of threads (no atomics, no shared accumulators).
 // Inner loops run along a row with the out-of-image taps clipped beforehand, so they are
 // branch-free (and vectorised for stride 1). Half types accumulate in float.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/_softmax.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "elsa.h"
@@ -22,6 +34,44 @@
 namespace lsa {
 namespace elsa {
 namespace {
+
+// Output rows per block: about 16K elements of the (k*k, rows, Wo) slab of A.
+int64_t block_rows(const Geometry& g) {
+  return std::max<int64_t>(1, (int64_t{1} << 14) / std::max<int64_t>(1, g.taps() * g.wo));
+}
+
+// The logits' gradient of `count` pixels from the softmax p[t * stride + q] and its
+// gradient d[t * count + q]: out[t * stride + q] = p * (d - sum_t p * d).
+template <typename scalar_t, typename acc_t>
+void softmax_grad_pixels(int64_t taps, int64_t stride, int64_t count,
+                         const scalar_t* LSA_RESTRICT p, const acc_t* LSA_RESTRICT d,
+                         acc_t* LSA_RESTRICT dot, scalar_t* LSA_RESTRICT out) {
+  for (int64_t q = 0; q < count; ++q) dot[q] = acc_t(0);
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t q = 0; q < count; ++q)
+      dot[q] += static_cast<acc_t>(p[t * stride + q]) * d[t * count + q];
+  for (int64_t t = 0; t < taps; ++t)
+    for (int64_t q = 0; q < count; ++q)
+      out[t * stride + q] = static_cast<scalar_t>(static_cast<acc_t>(p[t * stride + q]) *
+                                                  (d[t * count + q] - dot[q]));
+}
+
+// The in-image part of one tap within output rows [r0, r1): outputs y in [y0, y1), x in
+// [x0, x1) read the input at (y*s + oy, x*s + ox).
+struct Window {
+  int64_t oy, ox, y0, y1, x0, x1;
+};
+
+Window window(const Geometry& g, int64_t tap, int64_t r0, int64_t r1) {
+  Window t;
+  t.oy = g.tap_offset(tap / g.k);
+  t.ox = g.tap_offset(tap % g.k);
+  valid_range(t.oy, g.s, g.h, g.ho, &t.y0, &t.y1);
+  valid_range(t.ox, g.s, g.w, g.wo, &t.x0, &t.x1);
+  t.y0 = std::max(t.y0, r0);
+  t.y1 = std::max(t.y0, std::min(t.y1, r1));
+  return t;
+}
 
 // out[n, c] for one (n, c) plane.
 template <typename scalar_t, typename acc_t>
@@ -59,99 +109,69 @@ void forward_plane(const Geometry& g, const scalar_t* LSA_RESTRICT v,
   for (int64_t i = 0; i < plane_o; ++i) out[i] = static_cast<scalar_t>(acc[i]);
 }
 
-// dV (whole plane), dM and dD (k*k values) of one (n, c) plane.
-template <typename scalar_t, typename acc_t, bool NEED_V, bool NEED_MD>
-void backward_plane(const Geometry& g, const scalar_t* LSA_RESTRICT go,
+// Which gradients one backward pass computes (template flags of backward_block).
+enum : int { kDV = 1, kDA = 2, kDM = 4, kDD = 8, kStride1 = 16 };  // kStride1: s == 1
+
+// Per-thread accumulators of one sample's backward (sizes per the flags).
+template <typename acc_t>
+struct Scratch {
+  std::vector<acc_t> dv;      // (Cg, H, W)
+  std::vector<acc_t> da;      // (k*k, rows, Wo) of the current block
+  std::vector<acc_t> rm, rd;  // (Cg, k*k, Wo) partial rows of dM, dD (summed over y)
+  std::vector<acc_t> dot;     // (rows * Wo) for the softmax gradient
+};
+
+// One row block [r0, r1) of one sample's backward: adds its contributions to dV, the
+// (Cg, k*k, Wo) partial rows of dM and dD, and computes the block's dA rows into sc.da.
+template <typename scalar_t, typename acc_t, int F>
+void backward_block(const Geometry& g, int64_t r0, int64_t r1, const scalar_t* LSA_RESTRICT go,
                     const scalar_t* LSA_RESTRICT v, const scalar_t* LSA_RESTRICT a,
                     const scalar_t* LSA_RESTRICT mul, const scalar_t* LSA_RESTRICT add,
-                    acc_t* LSA_RESTRICT dv_acc, acc_t* LSA_RESTRICT row_m,
-                    acc_t* LSA_RESTRICT row_d, scalar_t* LSA_RESTRICT dv,
-                    scalar_t* LSA_RESTRICT dmul, scalar_t* LSA_RESTRICT dadd) {
-  const int64_t plane_i = g.h * g.w, plane_o = g.ho * g.wo, s = g.s;
-  if (NEED_V)
-    for (int64_t i = 0; i < plane_i; ++i) dv_acc[i] = acc_t(0);
-  for (int64_t ky = 0; ky < g.k; ++ky) {
-    const int64_t oy = g.tap_offset(ky);
-    int64_t y0, y1;
-    valid_range(oy, s, g.h, g.ho, &y0, &y1);
-    for (int64_t kx = 0; kx < g.k; ++kx) {
-      const int64_t ox = g.tap_offset(kx);
-      int64_t x0, x1;
-      valid_range(ox, s, g.w, g.wo, &x0, &x1);
-      const int64_t tap = ky * g.k + kx;
-      const acc_t m = static_cast<acc_t>(mul[tap]);
-      const acc_t b = static_cast<acc_t>(add[tap]);
-      if (NEED_MD)
-        for (int64_t x = 0; x < g.wo; ++x) row_m[x] = row_d[x] = acc_t(0);
-      for (int64_t y = y0; y < y1; ++y) {
-        const int64_t in_off = (y * s + oy) * g.w + ox;
-        const scalar_t* vr = v + in_off;
-        const scalar_t* ar = a + tap * plane_o + y * g.wo;
-        const scalar_t* gr = go + y * g.wo;
-        acc_t* dvr = NEED_V ? dv_acc + in_off : nullptr;
-        for (int64_t x = x0; x < x1; ++x) {
-          const acc_t gx = static_cast<acc_t>(gr[x]);
-          const acc_t ax = static_cast<acc_t>(ar[x]);
-          if (NEED_V) dvr[x * s] += gx * (ax * m + b);
-          if (NEED_MD) {
-            const acc_t t = gx * static_cast<acc_t>(vr[x * s]);
-            row_d[x] += t;
-            row_m[x] += t * ax;
-          }
-        }
-      }
-      if (NEED_MD) {
-        acc_t sm = acc_t(0), sd = acc_t(0);
-        for (int64_t x = x0; x < x1; ++x) {
-          sm += row_m[x];
-          sd += row_d[x];
-        }
-        dmul[tap] = static_cast<scalar_t>(sm);
-        dadd[tap] = static_cast<scalar_t>(sd);
-      }
-    }
-  }
-  if (NEED_V)
-    for (int64_t i = 0; i < plane_i; ++i) dv[i] = static_cast<scalar_t>(dv_acc[i]);
-}
-
-// dA[n, tap] = sum_c mul[n, c, tap] * G[n, c] * V[n, c] shifted by the tap.
-template <typename scalar_t, typename acc_t>
-void attn_grad_plane(const Geometry& g, int64_t tap, const scalar_t* LSA_RESTRICT go,
-                     const scalar_t* LSA_RESTRICT v, const scalar_t* LSA_RESTRICT mul,
-                     acc_t* LSA_RESTRICT acc, scalar_t* LSA_RESTRICT da) {
-  const int64_t plane_i = g.h * g.w, plane_o = g.ho * g.wo, s = g.s, kk = g.taps();
-  const int64_t oy = g.tap_offset(tap / g.k), ox = g.tap_offset(tap % g.k);
-  int64_t y0, y1, x0, x1;
-  valid_range(oy, s, g.h, g.ho, &y0, &y1);
-  valid_range(ox, s, g.w, g.wo, &x0, &x1);
-  for (int64_t i = 0; i < plane_o; ++i) acc[i] = acc_t(0);
+                    Scratch<acc_t>& sc) {
+  constexpr bool V = F & kDV, A = F & kDA, M = F & kDM, D = F & kDD;
+  const int64_t plane_i = g.h * g.w, plane_o = g.ho * g.wo, kk = g.taps();
+  const int64_t s = (F & kStride1) ? 1 : g.s;  // a constant 1 lets the x loop vectorise
+  const int64_t count = (r1 - r0) * g.wo;
+  if (A)
+    for (int64_t i = 0; i < kk * count; ++i) sc.da[i] = acc_t(0);
   for (int64_t c = 0; c < g.cg; ++c) {
-    const acc_t m = static_cast<acc_t>(mul[c * kk + tap]);
     const scalar_t* vc = v + c * plane_i;
     const scalar_t* gc = go + c * plane_o;
-    for (int64_t y = y0; y < y1; ++y) {
-      const scalar_t* vr = vc + (y * s + oy) * g.w + ox;
-      const scalar_t* gr = gc + y * g.wo;
-      acc_t* accr = acc + y * g.wo;
-      for (int64_t x = x0; x < x1; ++x)
-        accr[x] += m * static_cast<acc_t>(gr[x]) * static_cast<acc_t>(vr[x * s]);
+    acc_t* dvc = V ? sc.dv.data() + c * plane_i : nullptr;
+    for (int64_t tap = 0; tap < kk; ++tap) {
+      const Window t = window(g, tap, r0, r1);
+      const acc_t m = static_cast<acc_t>(mul[c * kk + tap]);
+      const acc_t b = static_cast<acc_t>(add[c * kk + tap]);
+      acc_t* rm = M ? sc.rm.data() + (c * kk + tap) * g.wo : nullptr;
+      acc_t* rd = D ? sc.rd.data() + (c * kk + tap) * g.wo : nullptr;
+      for (int64_t y = t.y0; y < t.y1; ++y) {
+        const int64_t in_off = (y * s + t.oy) * g.w + t.ox;
+        const scalar_t* LSA_RESTRICT vr = vc + in_off;
+        const scalar_t* LSA_RESTRICT ar = a + tap * plane_o + y * g.wo;
+        const scalar_t* LSA_RESTRICT gr = gc + y * g.wo;
+        acc_t* LSA_RESTRICT dvr = V ? dvc + in_off : nullptr;
+        acc_t* LSA_RESTRICT dar = A ? sc.da.data() + tap * count + (y - r0) * g.wo : nullptr;
+        for (int64_t x = t.x0; x < t.x1; ++x) {
+          const acc_t gx = static_cast<acc_t>(gr[x]);
+          const acc_t ax = static_cast<acc_t>(ar[x]);
+          const acc_t vx = (A || M || D) ? static_cast<acc_t>(vr[x * s]) : acc_t(0);
+          if (V) dvr[x * s] += gx * (ax * m + b);
+          if (A) dar[x] += m * gx * vx;
+          if (M) rm[x] += gx * vx * ax;
+          if (D) rd[x] += gx * vx;
+        }
+      }
     }
   }
-  for (int64_t i = 0; i < plane_o; ++i) da[i] = static_cast<scalar_t>(acc[i]);
 }
 
-at::Tensor elsa_forward_cpu(const at::Tensor& features, const at::Tensor& attn,
-                            const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                            int64_t kernel_size, int64_t stride, int64_t dilation) {
-  const Inputs in = check_inputs("elsa_forward", features, attn, ghost_mul, ghost_add, kernel_size,
-                                 stride, dilation);
+at::Tensor forward_impl(const Inputs& in, const at::Tensor& attn) {
   const Geometry& g = in.g;
-  auto out = at::empty({g.nb, g.cg, g.ho, g.wo}, features.options());
+  auto out = at::empty({g.nb, g.cg, g.ho, g.wo}, in.v.options());
   if (out.numel() == 0) return out;
-  LSA_DISPATCH_FLOATING_TYPES(features.scalar_type(), "elsa_forward_cpu", [&] {
+  LSA_DISPATCH_FLOATING_TYPES(in.v.scalar_type(), "elsa_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t *pv = in.v.const_data_ptr<scalar_t>(), *pa = in.a.const_data_ptr<scalar_t>();
+    const scalar_t *pv = in.v.const_data_ptr<scalar_t>(), *pa = attn.const_data_ptr<scalar_t>();
     const scalar_t *pm = in.m.const_data_ptr<scalar_t>(), *pb = in.b.const_data_ptr<scalar_t>();
     scalar_t* po = out.mutable_data_ptr<scalar_t>();
     const int64_t kk = g.taps(), plane_i = g.h * g.w, plane_o = g.ho * g.wo;
@@ -167,68 +187,143 @@ at::Tensor elsa_forward_cpu(const at::Tensor& features, const at::Tensor& attn,
   return out;
 }
 
-Grads elsa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& features,
-                        const at::Tensor& attn, const at::Tensor& ghost_mul,
-                        const at::Tensor& ghost_add, int64_t kernel_size, int64_t stride,
-                        int64_t dilation, std::array<bool, 4> mask) {
-  const Inputs in = check_inputs("elsa_backward", features, attn, ghost_mul, ghost_add, kernel_size,
+at::Tensor elsa_forward_cpu(const at::Tensor& features, const at::Tensor& attn,
+                            const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                            int64_t kernel_size, int64_t stride, int64_t dilation) {
+  const Inputs in = check_inputs("elsa_forward", features, attn, ghost_mul, ghost_add, kernel_size,
                                  stride, dilation);
+  return forward_impl(in, in.a);
+}
+
+std::tuple<at::Tensor, at::Tensor> elsa_softmax_forward_cpu(
+    const at::Tensor& features, const at::Tensor& logits, const at::Tensor& ghost_mul,
+    const at::Tensor& ghost_add, int64_t kernel_size, int64_t stride, int64_t dilation) {
+  const Inputs in = check_inputs("elsa_softmax_forward", features, logits, ghost_mul, ghost_add,
+                                 kernel_size, stride, dilation);
+  // ATen's softmax (vectorised exp) measured faster than a scalar exp inside the op's
+  // tasks; the op's own work per channel plane then reads it as the separate op would.
+  at::Tensor attn = at::_softmax(in.a, 1, false);
+  return {forward_impl(in, attn), attn};
+}
+
+// The gradients of one sample n with the flags F (see backward_block); `softmax`: `a` is
+// the softmax of the logits and `da` receives the logits' gradient.
+template <typename scalar_t, typename acc_t, int F>
+void backward_sample(const Geometry& g, bool softmax, const scalar_t* go, const scalar_t* v,
+                     const scalar_t* a, const scalar_t* mul, const scalar_t* add,
+                     Scratch<acc_t>& sc, scalar_t* dv, scalar_t* da, scalar_t* dmul,
+                     scalar_t* dadd) {
+  constexpr bool V = F & kDV, A = F & kDA, M = F & kDM, D = F & kDD;
+  const int64_t plane_i = g.h * g.w, plane_o = g.ho * g.wo, kk = g.taps();
+  const int64_t rows = block_rows(g);
+  if (V) std::fill(sc.dv.begin(), sc.dv.end(), acc_t(0));
+  if (M) std::fill(sc.rm.begin(), sc.rm.end(), acc_t(0));
+  if (D) std::fill(sc.rd.begin(), sc.rd.end(), acc_t(0));
+  for (int64_t r0 = 0; r0 < g.ho; r0 += rows) {
+    const int64_t r1 = std::min(r0 + rows, g.ho), count = (r1 - r0) * g.wo;
+    backward_block<scalar_t, acc_t, F>(g, r0, r1, go, v, a, mul, add, sc);
+    if (!A) continue;
+    if (softmax) {
+      softmax_grad_pixels<scalar_t, acc_t>(kk, plane_o, count, a + r0 * g.wo, sc.da.data(),
+                                           sc.dot.data(), da + r0 * g.wo);
+    } else {
+      for (int64_t t = 0; t < kk; ++t)
+        for (int64_t q = 0; q < count; ++q)
+          da[t * plane_o + r0 * g.wo + q] = static_cast<scalar_t>(sc.da[t * count + q]);
+    }
+  }
+  if (V)
+    for (int64_t i = 0; i < g.cg * plane_i; ++i) dv[i] = static_cast<scalar_t>(sc.dv[i]);
+  if (M || D) {
+    // dM and dD of (c, tap): the partial rows summed over the valid x, in order.
+    for (int64_t ct = 0; ct < g.cg * kk; ++ct) {
+      const Window t = window(g, ct % kk, 0, g.ho);
+      acc_t sm = acc_t(0), sd = acc_t(0);
+      for (int64_t x = t.x0; x < t.x1; ++x) {
+        if (M) sm += sc.rm[ct * g.wo + x];
+        if (D) sd += sc.rd[ct * g.wo + x];
+      }
+      if (M) dmul[ct] = static_cast<scalar_t>(sm);
+      if (D) dadd[ct] = static_cast<scalar_t>(sd);
+    }
+  }
+}
+
+// Calls fn(std::integral_constant<int, F>) for the runtime flags f (0 <= f < 32).
+template <int F = 0, typename Fn>
+void with_flags(int f, const Fn& fn) {
+  if constexpr (F < 32) {
+    if (f == F) return fn(std::integral_constant<int, F>{});
+    with_flags<F + 1>(f, fn);
+  }
+}
+
+Grads backward_impl(const char* fn, const at::Tensor& grad_out, const at::Tensor& features,
+                    const at::Tensor& attn, const at::Tensor& ghost_mul,
+                    const at::Tensor& ghost_add, int64_t kernel_size, int64_t stride,
+                    int64_t dilation, std::array<bool, 4> mask, bool softmax) {
+  const Inputs in =
+      check_inputs(fn, features, attn, ghost_mul, ghost_add, kernel_size, stride, dilation);
   const Geometry& g = in.g;
-  check_grad("elsa_backward", grad_out, features, g);
-  const bool need_v = mask[0], need_a = mask[1], need_md = mask[2] || mask[3];
+  check_grad(fn, grad_out, features, g);
   bool empty_output = false;
   at::Tensor dv, da, dm, dd;  // the kernels write every element of those they compute
   std::tie(dv, da, dm, dd) = allocate_grads(g, features.options(), mask, &empty_output);
   const auto none = [&] { return at::empty({0}, features.options()); };
   if (empty_output) return {dv, da, mask[2] ? dm : none(), mask[3] ? dd : none()};
+  const int flags = (mask[0] ? kDV : 0) | (mask[1] ? kDA : 0) | (mask[2] ? kDM : 0) |
+                    (mask[3] ? kDD : 0);
+  if (flags == 0) return {dv, da, none(), none()};
+  const int all_flags = flags | (stride == 1 ? kStride1 : 0);
   const auto go = grad_out.contiguous();
   LSA_DISPATCH_FLOATING_TYPES(features.scalar_type(), "elsa_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t *pg = go.const_data_ptr<scalar_t>(), *pv = in.v.const_data_ptr<scalar_t>();
     const scalar_t *pa = in.a.const_data_ptr<scalar_t>(), *pm = in.m.const_data_ptr<scalar_t>();
     const scalar_t* pb = in.b.const_data_ptr<scalar_t>();
+    scalar_t* pdv = mask[0] ? dv.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* pda = mask[1] ? da.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* pdm = mask[2] ? dm.mutable_data_ptr<scalar_t>() : nullptr;
+    scalar_t* pdd = mask[3] ? dd.mutable_data_ptr<scalar_t>() : nullptr;
     const int64_t kk = g.taps(), plane_i = g.h * g.w, plane_o = g.ho * g.wo;
-    if (need_v || need_md) {
-      scalar_t* pdv = need_v ? dv.mutable_data_ptr<scalar_t>() : nullptr;
-      scalar_t* pdm = need_md ? dm.mutable_data_ptr<scalar_t>() : nullptr;
-      scalar_t* pdd = need_md ? dd.mutable_data_ptr<scalar_t>() : nullptr;
-      at::parallel_for(0, g.nb * g.cg, 1, [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> dv_acc(need_v ? plane_i : 0), row_m(g.wo), row_d(g.wo);
-        for (int64_t p = begin; p < end; ++p) {
-          const int64_t n = p / g.cg;
-          const scalar_t *gp = pg + p * plane_o, *vp = pv + p * plane_i;
-          const scalar_t* ap = pa + n * kk * plane_o;
-          scalar_t* dvp = need_v ? pdv + p * plane_i : nullptr;
-          scalar_t* dmp = need_md ? pdm + p * kk : nullptr;
-          scalar_t* ddp = need_md ? pdd + p * kk : nullptr;
-          if (need_v && need_md)
-            backward_plane<scalar_t, acc_t, true, true>(g, gp, vp, ap, pm + p * kk, pb + p * kk,
-                                                        dv_acc.data(), row_m.data(), row_d.data(),
-                                                        dvp, dmp, ddp);
-          else if (need_v)
-            backward_plane<scalar_t, acc_t, true, false>(g, gp, vp, ap, pm + p * kk, pb + p * kk,
-                                                         dv_acc.data(), row_m.data(), row_d.data(),
-                                                         dvp, dmp, ddp);
-          else
-            backward_plane<scalar_t, acc_t, false, true>(g, gp, vp, ap, pm + p * kk, pb + p * kk,
-                                                         dv_acc.data(), row_m.data(), row_d.data(),
-                                                         dvp, dmp, ddp);
+    const int64_t block = block_rows(g) * g.wo;
+    with_flags(all_flags, [&](auto f) {
+      constexpr int F = decltype(f)::value;
+      at::parallel_for(0, g.nb, 1, [&](int64_t begin, int64_t end) {
+        Scratch<acc_t> sc;
+        sc.dv.resize(F & kDV ? g.cg * plane_i : 0);
+        sc.da.resize(F & kDA ? kk * block : 0);
+        sc.rm.resize(F & kDM ? g.cg * kk * g.wo : 0);
+        sc.rd.resize(F & kDD ? g.cg * kk * g.wo : 0);
+        sc.dot.resize(F & kDA ? block : 0);
+        for (int64_t n = begin; n < end; ++n) {
+          const int64_t pc = n * g.cg;  // first (n, c) plane
+          backward_sample<scalar_t, acc_t, F>(
+              g, softmax, pg + pc * plane_o, pv + pc * plane_i, pa + n * kk * plane_o,
+              pm + pc * kk, pb + pc * kk, sc, pdv ? pdv + pc * plane_i : nullptr,
+              pda ? pda + n * kk * plane_o : nullptr, pdm ? pdm + pc * kk : nullptr,
+              pdd ? pdd + pc * kk : nullptr);
         }
       });
-    }
-    if (need_a) {
-      scalar_t* pda = da.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, g.nb * kk, 1, [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> acc(plane_o);
-        for (int64_t q = begin; q < end; ++q) {
-          const int64_t n = q / kk, tap = q % kk;
-          attn_grad_plane<scalar_t, acc_t>(g, tap, pg + n * g.cg * plane_o, pv + n * g.cg * plane_i,
-                                           pm + n * g.cg * kk, acc.data(), pda + q * plane_o);
-        }
-      });
-    }
+    });
   });
   return {dv, da, mask[2] ? dm : none(), mask[3] ? dd : none()};
+}
+
+Grads elsa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& features,
+                        const at::Tensor& attn, const at::Tensor& ghost_mul,
+                        const at::Tensor& ghost_add, int64_t kernel_size, int64_t stride,
+                        int64_t dilation, std::array<bool, 4> mask) {
+  return backward_impl("elsa_backward", grad_out, features, attn, ghost_mul, ghost_add,
+                       kernel_size, stride, dilation, mask, false);
+}
+
+Grads elsa_softmax_backward_cpu(const at::Tensor& grad_out, const at::Tensor& features,
+                                const at::Tensor& attn, const at::Tensor& ghost_mul,
+                                const at::Tensor& ghost_add, int64_t kernel_size, int64_t stride,
+                                int64_t dilation, std::array<bool, 4> mask) {
+  return backward_impl("elsa_softmax_backward", grad_out, features, attn, ghost_mul, ghost_add,
+                       kernel_size, stride, dilation, mask, true);
 }
 
 }  // namespace
@@ -236,6 +331,8 @@ Grads elsa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& features,
 TORCH_LIBRARY_IMPL(lsa, CPU, m) {
   m.impl("elsa_forward", &elsa_forward_cpu);
   m.impl("elsa_backward", &elsa_backward_cpu);
+  m.impl("elsa_softmax_forward", &elsa_softmax_forward_cpu);
+  m.impl("elsa_softmax_backward", &elsa_softmax_backward_cpu);
 }
 
 }  // namespace elsa

@@ -10,12 +10,17 @@
 //   dV:      one thread per input (n, c, i, j), reading the outputs whose window covers it
 //   dA:      one thread per (n, tap, y, x), channels in order (x fastest: coalesced)
 //   dM, dD:  one block per (n, c, tap), strided partial sums + a shared-memory tree
+// With the softmax fused (elsa_softmax_*): one thread per (n, y, x) computes the softmax of
+// that pixel's k*k logits before the forward, and turns that pixel's dA into the logits'
+// gradient (in place) after dA.
 #pragma once
 
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 
 #include <array>
+#include <cmath>
 #include <tuple>
 
 #include "elsa.h"
@@ -178,39 +183,102 @@ struct GhostGrad {
   }
 };
 
+// One thread per pixel (n, y, x): p[n, :, y, x] = softmax(l[n, :, y, x]) over the taps.
+template <typename scalar_t, typename index_t>
+struct Softmax {
+  index_t taps, plane, total;  // total = Nb * plane
+  const scalar_t* l;
+  scalar_t* p;
+
+  LSA_HOST_DEVICE void operator()(const Thread& t) const {
+    using acc_t = at::opmath_type<scalar_t>;
+    LSA_KERNEL_LOOP(t, i, total) {
+      const index_t base = (i / plane) * taps * plane + i % plane;
+      acc_t mx = acc_t(l[base]);
+      for (index_t k = 1; k < taps; ++k) {
+        const acc_t x = acc_t(l[base + k * plane]);
+        mx = x > mx ? x : mx;
+      }
+      acc_t sum = 0;
+      for (index_t k = 0; k < taps; ++k) sum += std::exp(acc_t(l[base + k * plane]) - mx);
+      for (index_t k = 0; k < taps; ++k)
+        p[base + k * plane] =
+            static_cast<scalar_t>(std::exp(acc_t(l[base + k * plane]) - mx) / sum);
+    }
+  }
+};
+
+// One thread per pixel (n, y, x), in place: d <- p * (d - sum_taps p * d).
+template <typename scalar_t, typename index_t>
+struct SoftmaxGrad {
+  index_t taps, plane, total;
+  const scalar_t* p;
+  scalar_t* d;
+
+  LSA_HOST_DEVICE void operator()(const Thread& t) const {
+    using acc_t = at::opmath_type<scalar_t>;
+    LSA_KERNEL_LOOP(t, i, total) {
+      const index_t base = (i / plane) * taps * plane + i % plane;
+      acc_t dot = 0;
+      for (index_t k = 0; k < taps; ++k)
+        dot += acc_t(p[base + k * plane]) * acc_t(d[base + k * plane]);
+      for (index_t k = 0; k < taps; ++k) {
+        const index_t j = base + k * plane;
+        d[j] = static_cast<scalar_t>(acc_t(p[j]) * (acc_t(d[j]) - dot));
+      }
+    }
+  }
+};
+
 }  // namespace kernels
 
 // The op entry points over a launcher (cuda::Launcher or emulate::Launcher).
 
+// (out, attn): with `softmax`, `attn` is softmax(logits = the `attn` argument) over the taps
+// and the output uses it; without, the returned attn is undefined.
 template <typename Launcher>
-at::Tensor forward_on(const Launcher& launch, const at::Tensor& features, const at::Tensor& attn,
-                      const at::Tensor& ghost_mul, const at::Tensor& ghost_add, int64_t kernel_size,
-                      int64_t stride, int64_t dilation) {
-  const Inputs in = check_inputs("elsa_forward", features, attn, ghost_mul, ghost_add, kernel_size,
-                                 stride, dilation);
+std::tuple<at::Tensor, at::Tensor> forward_on(const Launcher& launch, const at::Tensor& features,
+                                              const at::Tensor& attn, const at::Tensor& ghost_mul,
+                                              const at::Tensor& ghost_add, int64_t kernel_size,
+                                              int64_t stride, int64_t dilation, bool softmax) {
+  const char* fn = softmax ? "elsa_softmax_forward" : "elsa_forward";
+  const Inputs in =
+      check_inputs(fn, features, attn, ghost_mul, ghost_add, kernel_size, stride, dilation);
   const Geometry& g = in.g;
   at::Tensor out = at::empty({g.nb, g.cg, g.ho, g.wo}, features.options());
-  const int64_t total = out.numel();
-  if (total == 0) return out;
+  at::Tensor probs = softmax ? at::empty_like(in.a) : at::Tensor();
+  const int64_t total = out.numel(), pixels = g.nb * g.ho * g.wo;
   LSA_DISPATCH_FLOATING_TYPES(features.scalar_type(), "elsa_forward", [&] {
     LSA_DISPATCH_INDEX_TYPE(launch.index32({in.v.numel(), in.a.numel(), in.m.numel(), total}), [&] {
-      launch.grid(total, kernels::Forward<scalar_t, index_t>{
-                             g.cast<index_t>(), index_t(total), in.v.const_data_ptr<scalar_t>(),
-                             in.a.const_data_ptr<scalar_t>(), in.m.const_data_ptr<scalar_t>(),
-                             in.b.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>()});
+      const scalar_t* pa = in.a.const_data_ptr<scalar_t>();
+      if (softmax && pixels > 0) {
+        launch.grid(pixels, kernels::Softmax<scalar_t, index_t>{
+                                index_t(g.taps()), index_t(g.ho * g.wo), index_t(pixels), pa,
+                                probs.mutable_data_ptr<scalar_t>()});
+        pa = probs.const_data_ptr<scalar_t>();
+      }
+      if (total > 0)
+        launch.grid(total, kernels::Forward<scalar_t, index_t>{
+                               g.cast<index_t>(), index_t(total), in.v.const_data_ptr<scalar_t>(),
+                               pa, in.m.const_data_ptr<scalar_t>(),
+                               in.b.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>()});
     });
   });
-  return out;
+  return {out, probs};
 }
 
 template <typename Launcher>
 Grads backward_on(const Launcher& launch, const at::Tensor& grad_out, const at::Tensor& features,
                   const at::Tensor& attn, const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                  int64_t kernel_size, int64_t stride, int64_t dilation, std::array<bool, 4> mask) {
-  const Inputs in = check_inputs("elsa_backward", features, attn, ghost_mul, ghost_add, kernel_size,
-                                 stride, dilation);
+                  int64_t kernel_size, int64_t stride, int64_t dilation, std::array<bool, 4> mask,
+                  bool softmax) {
+  // with `softmax`, attn is the softmax the forward returned and the second gradient is
+  // the logits'
+  const char* fn = softmax ? "elsa_softmax_backward" : "elsa_backward";
+  const Inputs in =
+      check_inputs(fn, features, attn, ghost_mul, ghost_add, kernel_size, stride, dilation);
   const Geometry& g = in.g;
-  check_grad("elsa_backward", grad_out, features, g);
+  check_grad(fn, grad_out, features, g);
   bool empty_output = false;
   at::Tensor dv, da, dm, dd;
   std::tie(dv, da, dm, dd) = allocate_grads(g, features.options(), mask, &empty_output);
@@ -231,6 +299,11 @@ Grads backward_on(const Launcher& launch, const at::Tensor& grad_out, const at::
           launch.grid(da.numel(),
                       kernels::AttnGrad<scalar_t, index_t>{gi, index_t(da.numel()), pg, pv, pm,
                                                            da.mutable_data_ptr<scalar_t>()});
+        const index_t pixels = index_t(g.nb * g.ho * g.wo);
+        if (mask[1] && softmax)
+          launch.grid(pixels, kernels::SoftmaxGrad<scalar_t, index_t>{
+                                  index_t(g.taps()), index_t(g.ho * g.wo), pixels, pa,
+                                  da.mutable_data_ptr<scalar_t>()});
         if (mask[2] || mask[3])
           launch.block_reduce(
               g.nb * g.cg * g.taps(),

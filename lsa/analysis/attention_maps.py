@@ -8,7 +8,8 @@ layer                      recorded from
 =========================  ==============================================================
 ``SANAttention``           output of ``gamma`` (pairwise: softmax over the taps, as the
                            layer does; patchwise: used as is) -> (N, Cw, K, H*W)
-``ELSAAttention``          input of ``attn_drop`` -> (B*G, k*k, Ho, Wo)
+``ELSAAttention``          input of ``attn_drop`` -> (B*G, k*k, Ho, Wo) (the softmax is
+                           taken out of the op while attached)
 ``ShiftWindowAttention``   input of ``attn_drop`` -> (B*nW, heads, N, N), plus the
                            layer's shift and padded size (from a forward pre-hook)
 ``LESAAttention``          context: output of ``logit_norm`` (summed over the terms and
@@ -117,6 +118,9 @@ class AttentionRecorder:
 
             self._hook(layer, token_pre, pre=True)
             self._hook(layer.attn_drop, attn_in, pre=True)
+            if rec.kind == 'elsa':  # the op's fused softmax never reaches attn_drop
+                fuse, layer.fuse_softmax = layer.fuse_softmax, False
+                self._restore.append(lambda: setattr(layer, 'fuse_softmax', fuse))
             return rec
         rec = AttentionRecord('lesa', layer)
 

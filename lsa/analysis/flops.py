@@ -19,6 +19,8 @@ op                                            FLOPs
 ``lsa::subtraction2_forward``                 ``numel(out)`` (one subtraction per tap)
 ``lsa::elsa_forward``                         ``2 * numel(out) * k * k`` (per tap: filter
                                               ``A * M + D``, then the weighted sum)
+``lsa::elsa_softmax_forward``                 the same (the softmax is not counted, as
+                                              ``aten::softmax`` is not)
 ``lsa::san_pairwise_forward`` (fused SAN)     what the unfused path counts: relation
                                               ``P * Cr``, gamma's two BatchNorms ``2 * P *
                                               (Cr + M)``, its 1x1 convs ``P * M * (Cr + Cw)``,
@@ -222,6 +224,7 @@ LSA_FLOP_HANDLES: dict[str, Handle] = {
     'lsa::aggregation_forward': aggregation_flops,
     'lsa::subtraction2_forward': subtraction_flops,
     'lsa::elsa_forward': elsa_flops,
+    'lsa::elsa_softmax_forward': elsa_flops,
     'lsa::san_pairwise_forward': san_pairwise_flops,
     'lsa::san_patchwise_forward': san_patchwise_flops,
     'aten::scaled_dot_product_attention': sdpa_flops,

@@ -2,7 +2,9 @@
 
 ``lsa.ops.elsa`` normalises its arguments and calls the compiled op
 ``torch.ops.lsa.elsa_forward`` (CPU and CUDA kernels in ``csrc/elsa/``), whose
-backward is the compiled op ``torch.ops.lsa.elsa_backward``. Autograd and a fake
+backward is the compiled op ``torch.ops.lsa.elsa_backward``; with ``softmax=True``
+the pair ``elsa_softmax_forward`` / ``elsa_softmax_backward``, which apply the softmax
+over the k*k taps to the logits inside the op. Autograd and a fake
 (meta) implementation are registered here with ``torch.library`` so that the op
 works under ``torch.compile``. The pure-PyTorch definition is
 :func:`lsa.ops.reference.elsa_ref`.
@@ -34,9 +36,24 @@ def _fake_backward(grad_out, features, attn, ghost_mul, ghost_add, kernel_size, 
                  for shape, need in zip(shapes, output_mask))
 
 
+def _fake_softmax_forward(features, logits, ghost_mul, ghost_add, kernel_size, stride,
+                          dilation):
+    out = _fake_forward(features, logits, ghost_mul, ghost_add, kernel_size, stride, dilation)
+    return out, torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+
 def _setup_context(ctx, inputs, output) -> None:
     features, attn, ghost_mul, ghost_add, k, s, d = inputs
     ctx.save_for_backward(features, attn, ghost_mul, ghost_add)
+    ctx.geometry = (k, s, d)
+
+
+def _setup_softmax_context(ctx, inputs, output) -> None:
+    features, logits, ghost_mul, ghost_add, k, s, d = inputs
+    probs = output[1]  # the backward reads the softmax, not the logits
+    ctx.mark_non_differentiable(probs)
+    ctx.save_for_backward(features, probs, ghost_mul, ghost_add)
+    ctx.shapes = (features.shape, logits.shape, ghost_mul.shape, ghost_add.shape)
     ctx.geometry = (k, s, d)
 
 
@@ -44,9 +61,20 @@ def _backward(ctx, grad_out):
     mask = list(ctx.needs_input_grad[:4])
     saved = ctx.saved_tensors  # read once (activation checkpointing allows one unpack)
     grads = torch.ops.lsa.elsa_backward(grad_out, *saved, *ctx.geometry, mask)
+    return _reduced(grads, [t.shape for t in saved], mask)
+
+
+def _softmax_backward(ctx, grad_out, _grad_probs):
+    mask = list(ctx.needs_input_grad[:4])
+    grads = torch.ops.lsa.elsa_softmax_backward(grad_out, *ctx.saved_tensors, *ctx.geometry,
+                                                mask)
+    return _reduced(grads, ctx.shapes, mask)
+
+
+def _reduced(grads, shapes, mask) -> tuple:
     # a broadcast ghost gets the sum of its (Nb, Cg, k, k) gradient over the broadcast dims
-    return (*(g.sum_to_size(t.shape) if need else None
-              for g, t, need in zip(grads, saved, mask)), None, None, None)
+    return (*(g.sum_to_size(shape) if need else None
+              for g, shape, need in zip(grads, shapes, mask)), None, None, None)
 
 
 def _no_double_backward(ctx, *grads):
@@ -59,12 +87,17 @@ if HAS_EXT and hasattr(torch.ops.lsa, 'elsa_forward'):
     torch.library.register_fake('lsa::elsa_backward')(_fake_backward)
     torch.library.register_autograd('lsa::elsa_forward', _backward,
                                     setup_context=_setup_context)
-    torch.library.register_autograd('lsa::elsa_backward', _no_double_backward,
-                                    setup_context=lambda ctx, inputs, output: None)
+    torch.library.register_fake('lsa::elsa_softmax_forward')(_fake_softmax_forward)
+    torch.library.register_fake('lsa::elsa_softmax_backward')(_fake_backward)
+    torch.library.register_autograd('lsa::elsa_softmax_forward', _softmax_backward,
+                                    setup_context=_setup_softmax_context)
+    for _name in ('lsa::elsa_backward', 'lsa::elsa_softmax_backward'):
+        torch.library.register_autograd(_name, _no_double_backward,
+                                        setup_context=lambda ctx, inputs, output: None)
 
 
 def elsa(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,
-         kernel_size: int, stride: int = 1, dilation: int = 1) -> Tensor:
+         kernel_size: int, stride: int = 1, dilation: int = 1, softmax: bool = False) -> Tensor:
     """ELSA local attention: per-pixel attention modulated by a per-channel ghost head.
 
     With ``r = k // 2``, ``off(t) = (t - r) * d``::
@@ -99,6 +132,10 @@ def elsa(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,
         kernel_size: odd window size ``k``.
         stride: output stride ``s``; the output is ``H // s`` x ``W // s`` (floor).
         dilation: window dilation ``d``.
+        softmax: ``attn`` holds logits and the op uses ``attn.softmax(dim=1)`` (over the
+            k*k taps of each pixel), computed inside the kernels together with the op
+            and its gradient (faster than a separate softmax; the softmax is kept for the
+            backward, as a separate one would be).
 
     Returns:
         (Nb, Cg, H // s, W // s) tensor of the inputs' dtype.
@@ -116,6 +153,10 @@ def elsa(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,
                                                                ghost_add))]
     k, s, d = (int_arg(_OP, n, v) for n, v in (('kernel_size', kernel_size), ('stride', stride),
                                                 ('dilation', dilation)))
+    if not isinstance(softmax, bool):
+        raise TypeError(f'{_OP}: softmax must be a bool, got {softmax!r}')
     features, attn, ghost_mul, ghost_add = autocast_inputs(*tensors)
     require_kernels(_OP, features)
+    if softmax:
+        return torch.ops.lsa.elsa_softmax_forward(features, attn, ghost_mul, ghost_add, k, s, d)[0]
     return torch.ops.lsa.elsa_forward(features, attn, ghost_mul, ghost_add, k, s, d)

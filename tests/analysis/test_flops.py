@@ -142,7 +142,7 @@ def test_elsa_block_counts_every_projection():
         'linear': L * C * 2 * Q,                          # q, k
         'baddbmm': L * C * Cv + L * Q * k * k * G + L * Cv * C,  # v, 1x1 logits, proj
         'conv': L * Q * 4 * k * k,                        # k x k grouped conv (width 4)
-        'elsa_forward': 2 * Cv * L * k * k}
+        'elsa_softmax_forward': 2 * Cv * L * k * k}       # the op with its fused softmax
 
 
 def test_einsum_of_attention_blocks_is_counted():

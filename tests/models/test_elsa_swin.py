@@ -250,3 +250,31 @@ def test_runs_under_autocast():
     for a, b in zip(ref, low):
         assert torch.isfinite(b).all()
         torch.testing.assert_close(b.float(), a, rtol=0.1, atol=0.1)
+
+
+def test_elsa_attention_fuses_the_softmax_unless_dropout_is_active(monkeypatch):
+    """The op's fused softmax is used in eval and without attention dropout, the separate
+    softmax + dropout otherwise; both paths give the same values and gradients (fp64)."""
+    import lsa.models.layers.elsa_attention as mod
+    real, calls = mod.elsa, []
+
+    def unfused(v, attn, mul, add, k, stride, dilation, softmax):  # record, then run unfused
+        calls.append(softmax)
+        return real(v, attn.softmax(1) if softmax else attn, mul, add, k, stride, dilation)
+
+    torch.manual_seed(0)
+    m = ELSAAttention(12, 2, kernel_size=3, group_width=4).double()
+    x = torch.randn(2, 36, 12, dtype=torch.float64, requires_grad=True)
+    out = m(x, (6, 6))
+    grads = torch.autograd.grad(out.square().sum(), [x, *m.parameters()])
+    monkeypatch.setattr(mod, 'elsa', unfused)
+    ref = m(x, (6, 6))
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, *m.parameters()])
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+    m.attn_drop.p = 0.5
+    m(x, (6, 6))
+    m.eval()
+    m(x, (6, 6))
+    assert calls == [True, False, True]

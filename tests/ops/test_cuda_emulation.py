@@ -126,6 +126,34 @@ def test_elsa_kernels(case, dtype, bits, blocks):
         _close(name, t, ref, dtype)
 
 
+@pytest.mark.parametrize('bits,blocks', LAUNCH[1:3])
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('case', ELSA_CASES[:3], ids=str)
+def test_elsa_softmax_kernels(case, dtype, bits, blocks):
+    """The fused-softmax launch: the softmax kernel before the forward, the softmax
+    gradient kernel after dA (the logits' gradient)."""
+    nb, cg, H, W, k, s, d, mul_kind, add_kind = case
+    shapes = {'full': (nb, cg, k, k), 'one': (1, 1, 1, 1), 'head': (1, cg, k, k)}
+    v = torch.randn(nb, cg, H, W).to(dtype)
+    logits = (2 * torch.randn(nb, k * k, H // s, W // s)).to(dtype)
+    m, b = torch.randn(shapes[mul_kind]).to(dtype), torch.randn(shapes[add_kind]).to(dtype)
+    g = torch.randn(nb, cg, H // s, W // s).to(dtype)
+    ref = lambda *t: elsa_ref(*t, k, s, d, softmax=True)  # noqa: E731
+    want, grads_want = _grads(ref, (v, logits, m, b), g)
+    emu = (bits, blocks)
+    out, probs = ops._emulate_cuda_elsa_softmax_forward(v, logits, m, b, k, s, d, *emu)
+    _close('forward', out, want, dtype)
+    _close('softmax', probs, logits.double().softmax(1), dtype)
+    got = ops._emulate_cuda_elsa_softmax_backward(g, v, probs, m, b, k, s, d, [True] * 4, *emu)
+    full = (nb, cg, k, k)
+    for name, t, want_t, like in zip(('features', 'logits', 'ghost_mul', 'ghost_add'), got,
+                                     grads_want, (v, logits, m, b)):
+        if t.shape != like.shape:
+            assert t.shape == full, name
+            t = t.double().sum_to_size(like.shape).to(dtype)
+        _close(name, t, want_t, dtype)
+
+
 def test_elsa_ghost_gradients_only_where_asked():
     v, a = torch.randn(1, 2, 6, 6), torch.randn(1, 9, 6, 6)
     m, b, g = torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3), torch.randn(1, 2, 6, 6)

@@ -262,3 +262,108 @@ def test_cuda_matches_reference(case, dtype):
         assert got.dtype == dtype
         err = (got.double() - want).abs().max().item()
         assert err <= tol * max(want.abs().max().item(), 1.0), (name, err)
+
+
+# --- softmax=True: the softmax over the k*k taps fused into the op ---------------------------
+
+def _rel_err(got, want):
+    return ((got - want).abs().max() / want.abs().max().clamp_min(1e-300)).item()
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_fused_softmax_fp64_matches_reference(case):
+    """Output and all four gradients (the second one the logits') within 1e-10 relative."""
+    ins, cfg = make_inputs(case)
+    logits = (3 * torch.randn(ins[1].shape, dtype=torch.float64)).requires_grad_()
+    ins[1] = logits
+    grad = torch.randn(ins[0].shape[0], ins[0].shape[1], *logits.shape[2:], dtype=torch.float64)
+    out, grads = fwd_bwd(lambda *t: elsa(*t, softmax=True), ins, cfg, grad)
+    ref, ref_grads = fwd_bwd(lambda *t: elsa_ref(*t, softmax=True), ins, cfg, grad)
+    assert _rel_err(out, ref) <= 1e-10
+    for name, g, r in zip(('features', 'logits', 'ghost_mul', 'ghost_add'), grads, ref_grads):
+        assert g.shape == r.shape, name
+        assert _rel_err(g, r) <= 1e-10, name
+
+
+@pytest.mark.parametrize('mask', [[True, True, True, True], [False, True, False, True],
+                                  [True, False, False, False], [False, False, True, False]])
+def test_fused_softmax_backward_op_matches_reference(mask):
+    """The compiled pair directly: the forward returns the softmax, the backward takes it."""
+    (v, a, m, g), (k, s, d) = make_inputs(CASES[2], requires_grad=False)
+    m, g = (t.expand(v.shape[0], v.shape[1], k, k).contiguous() for t in (m, g))
+    ins = [t.clone().requires_grad_() for t in (v, a, m, g)]
+    out, probs = torch.ops.lsa.elsa_softmax_forward(*ins, k, s, d)
+    torch.testing.assert_close(probs, ins[1].softmax(1), rtol=1e-14, atol=1e-15)
+    grad = torch.randn_like(out)
+    got = torch.ops.lsa.elsa_softmax_backward(grad, v, probs, m, g, k, s, d, mask)
+    ref = torch.autograd.grad(elsa_ref(*ins, k, s, d, softmax=True), ins, grad)
+    for name, t, r, need in zip(('features', 'logits', 'ghost_mul', 'ghost_add'), got, ref, mask):
+        if need:
+            assert _rel_err(t, r) <= 1e-10, name
+        else:
+            assert t.numel() == 0, name
+
+
+@pytest.mark.parametrize('case', [CASES[0], CASES[3], CASES[8]])
+def test_fused_softmax_gradcheck_fp64(case):
+    ins, cfg = make_inputs(case)
+    assert torch.autograd.gradcheck(lambda *t: elsa(*t, *cfg, softmax=True), ins, eps=1e-6,
+                                    atol=1e-8)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_fused_softmax_low_precision_matches_reference(dtype):
+    ins, cfg = make_inputs(CASES[1], requires_grad=False)
+    grad = torch.randn(ins[0].shape[0], ins[0].shape[1], *ins[1].shape[2:], dtype=torch.float64)
+    low = [t.to(dtype).requires_grad_() for t in ins]
+    out, grads = fwd_bwd(lambda *t: elsa(*t, softmax=True), low, cfg, grad.to(dtype))
+    ins64 = [t.detach().double().requires_grad_() for t in low]
+    ref, ref_grads = fwd_bwd(lambda *t: elsa_ref(*t, softmax=True), ins64, cfg, grad.to(dtype).double())
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=5e-2, atol=5e-2)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double(), ref, **tol)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.double(), r, **tol)
+
+
+def test_fused_softmax_opcheck():
+    (v, a, m, g), (k, s, d) = make_inputs(CASES[4], requires_grad=False)
+    m, g = (t.expand(v.shape[0], v.shape[1], k, k).contiguous() for t in (m, g))
+    torch.library.opcheck(torch.ops.lsa.elsa_softmax_forward.default,
+                          [t.clone().requires_grad_() for t in (v, a, m, g)] + [k, s, d])
+    probs = torch.ops.lsa.elsa_softmax_forward(v, a, m, g, k, s, d)[1]
+    grad = torch.randn(v.shape[0], v.shape[1], *a.shape[2:], dtype=v.dtype)
+    for mask in ([True, True, True, True], [True, True, False, True]):
+        torch.library.opcheck(torch.ops.lsa.elsa_softmax_backward.default,
+                              (grad, v, probs, m, g, k, s, d, mask))
+
+
+def test_fused_softmax_compiles_forward_and_backward():
+    ins, cfg = make_inputs(CASES[0], dtype=torch.float32)
+    fn = lambda *t: elsa(*t, *cfg, softmax=True)  # noqa: E731
+    compiled = torch.compile(fn, backend='aot_eager', fullgraph=True)
+    out = compiled(*ins)
+    torch.testing.assert_close(out, fn(*ins))
+    grad = torch.randn_like(out)
+    torch.testing.assert_close(torch.autograd.grad(out, ins, grad),
+                               torch.autograd.grad(fn(*ins), ins, grad))
+
+
+def test_fused_softmax_thread_count_independent():
+    ins, cfg = make_inputs((4, 8, 17, 19, 7, 1, 1, 'one', 'full'), dtype=torch.float32)
+    grad = torch.randn(4, 8, 17, 19)
+    runs = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (threads, 1):
+            torch.set_num_threads(n)
+            runs.append(fwd_bwd(lambda *t: elsa(*t, softmax=True), ins, cfg, grad))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(g, r) for g, r in zip(runs[0][1], runs[1][1]))
+
+
+def test_fused_softmax_flag_must_be_bool():
+    with pytest.raises(TypeError, match=r'elsa: softmax must be a bool, got 1'):
+        elsa(**_bad(), softmax=1)

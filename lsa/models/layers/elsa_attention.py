@@ -28,6 +28,7 @@ class ELSAAttention(nn.Module):
         q, k_, v = split(qkv(x), [Q, Q, Cv])             # 1x1 conv, order q, k, v
         a = attn_gen(avg_pool_s(q * k_ * scale))          # k x k grouped conv, GELU, 1x1 conv
         A = softmax over the k*k taps of a.view(B*G, k*k, Ho, Wo)   # head g: channels g*k*k..
+            (inside the ELSA op unless attention dropout is active)
         V = v.view(B*G, Cv/G, H, W)                       # head g: value channels g*Cv/G..
         out = elsa(V, A, ghost_mul, ghost_add, k, stride, dilation)
         y = proj(out)                                     # Linear(Cv, dim) on tokens
@@ -61,6 +62,11 @@ class ELSAAttention(nn.Module):
         gamma: Factor of the additive ghost (0 disables it).
         attn_drop: Dropout on the attention weights.
         proj_drop: Dropout after the output projection.
+        fuse_softmax: Let the ELSA op apply the softmax over the taps
+            (``lsa.ops.elsa(..., softmax=True)``) when attention dropout is inactive
+            (eval or ``attn_drop == 0``); ``False``: always the separate softmax (the
+            attention recorder of ``lsa.analysis`` switches it off while attached, to
+            read the weights at ``attn_drop``'s input).
 
     Defaults are ELSA-Swin's settings except ``group_width`` (ELSA-Swin-T uses 4).
     """
@@ -69,7 +75,8 @@ class ELSAAttention(nn.Module):
                  stride: int = 1, dim_qk: int | None = None, dim_v: int | None = None,
                  group_width: int = 8, groups: int = 1, qkv_bias: bool = True,
                  qk_scale: float | None = 1.0, lam: float = 0.0, gamma: float = 1.0,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+                 attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 fuse_softmax: bool = True) -> None:
         super().__init__()
         name = type(self).__name__
         for arg, val in (('dim', dim), ('num_heads', num_heads), ('kernel_size', kernel_size),
@@ -98,6 +105,7 @@ class ELSAAttention(nn.Module):
         self.kernel_size, self.dilation, self.stride = kernel_size, dilation, stride
         self.group_width, self.groups = group_width, groups
         self.lam, self.gamma = lam, gamma
+        self.fuse_softmax = fuse_softmax
         self.scale = qk_scale if qk_scale is not None else (dim_v // num_heads) ** -0.5
 
         k = kernel_size
@@ -165,11 +173,16 @@ class ELSAAttention(nn.Module):
         if s > 1:
             hadamard = F.avg_pool2d(hadamard, s)  # B, Q, H//s, W//s
         attn = _conv1x1_nchw(self.attn_gen[2], self.attn_gen[1](self.attn_gen[0](hadamard)))
-        attn = self.attn_drop(attn.reshape(B * G, k * k, Ho, Wo).softmax(dim=1))
+        attn = attn.reshape(B * G, k * k, Ho, Wo)
+        # without active dropout the op applies the softmax itself (one pass fewer each way)
+        fused = self.fuse_softmax and not (self.training and self.attn_drop.p > 0)
+        if not fused:
+            attn = self.attn_drop(attn.softmax(dim=1))
         v = _linear_nchw(x, w[2 * Q:], None if b is None else b[2 * Q:])  # B, Cv, L
         v = v.view(B * G, Cv // G, H, W)
         ghost_mul, ghost_add = self.ghosts(B, v)
-        out = elsa(v, attn, ghost_mul, ghost_add, k, stride=s, dilation=self.dilation)
+        out = elsa(v, attn, ghost_mul, ghost_add, k, stride=s, dilation=self.dilation,
+                   softmax=fused)
         out = out.view(B, Cv, Ho * Wo).transpose(1, 2)  # B, Ho*Wo, Cv (a view)
         p = self.proj
         out = torch.baddbmm(p.bias.view(1, 1, -1), out, p.weight.t().expand(B, Cv, self.dim))

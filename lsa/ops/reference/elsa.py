@@ -11,7 +11,8 @@ from torch import Tensor
 
 
 def elsa_ref(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,
-             kernel_size: int, stride: int = 1, dilation: int = 1) -> Tensor:
+             kernel_size: int, stride: int = 1, dilation: int = 1,
+             softmax: bool = False) -> Tensor:
     """ELSA local attention with a ghost head, by unfolding ``features``.
 
     ``out[n, c, y, x] = sum_{ky, kx} features[n, c, y*s + (ky-r)*d, x*s + (kx-r)*d]
@@ -26,10 +27,13 @@ def elsa_ref(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tenso
         kernel_size: odd window size k.
         stride: output stride s (output size is ``H // s``, floor).
         dilation: window dilation d.
+        softmax: ``attn`` holds logits; ``attn.softmax(dim=1)`` (over the taps) is used.
 
     Returns:
         (Nb, Cg, H // s, W // s) tensor. Inputs are not validated here.
     """
+    if softmax:
+        attn = attn.softmax(dim=1)
     nb, cg, h, w = features.shape
     k, s, d = kernel_size, stride, dilation
     ho, wo = h // s, w // s
