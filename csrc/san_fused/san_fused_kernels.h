@@ -106,18 +106,78 @@ void matmul(T* LSA_RESTRICT out, const T* LSA_RESTRICT wt, int64_t si, int64_t s
                    cols, len, out_stride);
 }
 
-// g[i * cols + c] += sum_p a[i * a_stride + p] * b[c * kTile + p]
+// R x S entries of outer_accum_taps: R * S vector accumulators over the taps and the
+// pixels (one load per row shared by S columns and vice versa), then one sum of the
+// kVec lanes per entry, in a fixed order.
+template <int R, int S, typename T>
+void outer_block(T* LSA_RESTRICT g, int64_t g_stride, const T* LSA_RESTRICT a, int64_t as,
+                 int64_t ak, const T* LSA_RESTRICT b, int64_t bs, int64_t bk, int64_t taps,
+                 int64_t len) {
+  using V = typename VecType<T>::type;
+  V acc[R][S] = {};
+  T tail[R][S] = {};
+  for (int64_t k = 0; k < taps; ++k) {
+    const T* a0 = a + k * ak;
+    const T* b0 = b + k * bk;
+    int64_t p = 0;
+    for (; p + kVec <= len; p += kVec) {
+      V x[R], y[S];
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) std::memcpy(&x[r], a0 + r * as + p, sizeof(V));
+#pragma GCC unroll 4
+      for (int c = 0; c < S; ++c) std::memcpy(&y[c], b0 + c * bs + p, sizeof(V));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+        for (int c = 0; c < S; ++c) acc[r][c] += x[r] * y[c];
+    }
+    for (; p < len; ++p)
+      for (int r = 0; r < R; ++r)
+        for (int c = 0; c < S; ++c) tail[r][c] += a0[r * as + p] * b0[c * bs + p];
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < S; ++c) {
+      T sum = tail[r][c];
+      for (int64_t l = 0; l < kVec; ++l) sum += acc[r][c][l];
+      g[r * g_stride + c] += sum;
+    }
+}
+
+// g[i * cols + c] += sum_{k < taps} sum_{p < len} a[i * as + k * ak + p] * b[c * bs + k * bk + p]
+// (a gradient of a 1x1 conv over the taps of a tile at once; blocks of outer_block).
+template <typename T>
+void outer_accum_taps(T* LSA_RESTRICT g, const T* LSA_RESTRICT a, int64_t as, int64_t ak,
+                      const T* LSA_RESTRICT b, int64_t bs, int64_t bk, int64_t rows, int64_t cols,
+                      int64_t taps, int64_t len) {
+  constexpr int R = sizeof(T) == 4 ? 4 : 2, S = 2;
+  int64_t i = 0;
+  for (; i + R <= rows; i += R) {
+    int64_t c = 0;
+    for (; c + S <= cols; c += S)
+      outer_block<R, S>(g + i * cols + c, cols, a + i * as, as, ak, b + c * bs, bs, bk, taps, len);
+    for (; c < cols; ++c)
+      outer_block<R, 1>(g + i * cols + c, cols, a + i * as, as, ak, b + c * bs, bs, bk, taps, len);
+  }
+  for (; i < rows; ++i)
+    for (int64_t c = 0; c < cols; ++c)
+      outer_block<1, 1>(g + i * cols + c, cols, a + i * as, as, ak, b + c * bs, bs, bk, taps, len);
+}
+
+// g[i * cols + c] += sum_p a[i * a_stride + p] * b[c * kTile + p] (one tap)
 template <typename T>
 void outer_accum(T* LSA_RESTRICT g, const T* LSA_RESTRICT a, int64_t a_stride,
                  const T* LSA_RESTRICT b, int64_t rows, int64_t cols, int64_t len) {
+  outer_accum_taps(g, a, a_stride, int64_t(0), b, kTile, int64_t(0), rows, cols, int64_t(1), len);
+}
+
+// g[i] += sum_{k < taps} sum_{p < len} x[i * xs + k * xk + p] (a bias gradient over a tile)
+template <typename T>
+void sum_rows(T* g, const T* x, int64_t xs, int64_t xk, int64_t rows, int64_t taps, int64_t len) {
   for (int64_t i = 0; i < rows; ++i) {
-    const T* ai = a + i * a_stride;
-    for (int64_t c = 0; c < cols; ++c) {
-      const T* bc = b + c * kTile;
-      T s = 0;
-      for (int64_t p = 0; p < len; ++p) s += ai[p] * bc[p];
-      g[i * cols + c] += s;
-    }
+    T sum = 0;
+    for (int64_t k = 0; k < taps; ++k)
+      for (int64_t p = 0; p < len; ++p) sum += x[i * xs + k * xk + p];
+    g[i] += sum;
   }
 }
 
@@ -150,22 +210,81 @@ void relation(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, 
   }
 }
 
+// exp(x) on kVec lanes for x <= 0 (softmax after subtracting the maximum): x = n ln2 + r,
+// |r| <= ln2 / 2, exp(r) by its Taylor polynomial of degree 13 (truncation < 1e-17
+// relative), times 2^n built in the exponent bits; results below the smallest normal
+// number are 0. Within a few ulp of std::exp, and vectorised (std::exp is a call per
+// value). In place.
+template <typename T>
+struct ExpBits;
+template <>
+struct ExpBits<double> {
+  typedef int64_t I;
+  static constexpr int kMant = 52, kBias = 1023;
+  static constexpr double kMin = -745.0;
+};
+template <>
+struct ExpBits<float> {
+  typedef int32_t I;
+  static constexpr int kMant = 23, kBias = 127;
+  static constexpr float kMin = -104.0f;
+};
+template <typename T>
+inline void vexp_nonpos(typename VecType<T>::type& x) {
+  using V = typename VecType<T>::type;
+  using B = ExpBits<T>;
+  typedef typename B::I IV __attribute__((vector_size(kVec * sizeof(typename B::I))));
+  x = x < B::kMin ? V{} + B::kMin : x;
+  // n = round(x / ln2) for x <= 0 (truncation of a non-negative number is its floor)
+  const IV n = -__builtin_convertvector(T(0.5) - x * T(1.4426950408889634), IV);
+  const V nf = __builtin_convertvector(n, V);
+  const V r = (x - nf * T(0.693145751953125)) - nf * T(1.42860682030941723212e-6);
+  V e = V{} + T(1.0 / 6227020800.0);  // 1/13!
+  constexpr double kInv[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+                             1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
+                             1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
+                             1.0 / 6.0,         0.5,              1.0,
+                             1.0};
+#pragma GCC unroll 13
+  for (int i = 0; i < 13; ++i) e = e * r + T(kInv[i]);
+  const IV normal = n > IV{} + (1 - B::kBias);
+  const IV bits = ((normal ? n : IV{}) + B::kBias) << B::kMant;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  x = normal ? e * scale : V{};
+}
+
 // Softmax over the K taps of logits [Cw][K][kTile], in place.
 template <typename T>
 void softmax_taps(T* l, int64_t cw, int64_t K, int64_t len) {
-  std::vector<T> mx(kTile), sum(kTile);
+  using V = typename VecType<T>::type;
+  T mx[kTile], sum[kTile];
   for (int64_t j = 0; j < cw; ++j) {
     T* lj = l + j * K * kTile;
-    std::fill(mx.begin(), mx.end(), -std::numeric_limits<T>::infinity());
-    std::fill(sum.begin(), sum.end(), T(0));
+    std::fill(mx, mx + kTile, -std::numeric_limits<T>::infinity());
+    std::fill(sum, sum + kTile, T(0));
     for (int64_t k = 0; k < K; ++k)
       for (int64_t p = 0; p < len; ++p) mx[p] = vmax(mx[p], lj[k * kTile + p]);
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t p = 0; p < len; ++p) {
-        const T e = std::exp(lj[k * kTile + p] - mx[p]);
-        lj[k * kTile + p] = e;
+    for (int64_t k = 0; k < K; ++k) {
+      T* lk = lj + k * kTile;
+      int64_t p = 0;
+      for (; p + kVec <= len; p += kVec) {
+        V x, m, s;
+        std::memcpy(&x, lk + p, sizeof x);
+        std::memcpy(&m, mx + p, sizeof m);
+        std::memcpy(&s, sum + p, sizeof s);
+        x -= m;
+        vexp_nonpos<T>(x);
+        std::memcpy(lk + p, &x, sizeof x);
+        s += x;
+        std::memcpy(sum + p, &s, sizeof s);
+      }
+      for (; p < len; ++p) {
+        const T e = std::exp(lk[p] - mx[p]);
+        lk[p] = e;
         sum[p] += e;
       }
+    }
     for (int64_t p = 0; p < len; ++p) sum[p] = T(1) / sum[p];
     for (int64_t k = 0; k < K; ++k)
       for (int64_t p = 0; p < len; ++p) lj[k * kTile + p] *= sum[p];
@@ -368,22 +487,27 @@ void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* g
             dP[i] = P[i] * (dP[i] - dot[p]);
           }
       }
+      // gamma's layers backward. dl is [Cw][K][kTile], a [K][Cr][kTile], z [K][M][kTile].
+      // The weight gradients are taken over all taps of the tile at once (outer_accum_taps);
+      // z is overwritten by dz (masked by the ReLU) once dW2 has used it.
+      const T* dl = dP;
+      T* z = s.z.data();
+      const T* a = s.a.data();
+      sum_rows(part + lay.b2, dl, K * kTile, kTile, Cw, K, len);
+      outer_accum_taps(part + lay.w2, dl, K * kTile, kTile, z, kTile, M * kTile, Cw, M, K, len);
       for (int64_t k = 0; k < K; ++k) {
-        const T* dl = dP + k * kTile;  // rows j are K * kTile apart
-        const T* a = s.a.data() + k * Cr * kTile;
-        const T* z = s.z.data() + k * M * kTile;
-        for (int64_t j = 0; j < Cw; ++j)
-          for (int64_t p = 0; p < len; ++p) part[lay.b2 + j] += dl[j * K * kTile + p];
-        outer_accum(part + lay.w2, dl, K * kTile, z, Cw, M, len);
         T* dz = s.dz.data();
-        matmul(dz, net.w2, int64_t(1), M, dl, K * kTile, static_cast<const T*>(nullptr), M, Cw,
+        T* zk = z + k * M * kTile;
+        matmul(dz, net.w2, int64_t(1), M, dl + k * kTile, K * kTile, static_cast<const T*>(nullptr),
+               M, Cw, len);
+        for (int64_t i = 0; i < M * kTile; ++i) zk[i] = zk[i] > T(0) ? dz[i] : T(0);
+        matmul(s.da.data(), net.w1, int64_t(1), Cr, zk, kTile, static_cast<const T*>(nullptr), Cr, M,
                len);
-        for (int64_t i = 0; i < M; ++i)
-          for (int64_t p = 0; p < len; ++p)
-            if (!(z[i * kTile + p] > T(0))) dz[i * kTile + p] = T(0);
-        layer1_backward(net, win, u1n, u2n, q0, len, k, dz, a, s, part + lay.b1, part + lay.w1,
-                        part + lay.s1, part + lay.t1, du1n, du2n);
+        relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), a + k * Cr * kTile, s,
+                          part + lay.s1, part + lay.t1, du1n, du2n);
       }
+      sum_rows(part + lay.b1, z, kTile, M * kTile, M, K, len);
+      outer_accum_taps(part + lay.w1, z, kTile, M * kTile, a, kTile, Cr * kTile, M, Cr, K, len);
     }
   });
 }
