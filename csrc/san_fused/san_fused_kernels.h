@@ -58,6 +58,11 @@ struct VecType<double> {
   typedef double type __attribute__((vector_size(kVec * sizeof(double))));
 };
 
+// len rounded up to whole kVec blocks (<= kTile). The products between tile buffers run
+// over this many pixels: the extra lanes hold stale finite values of earlier tiles, are
+// never read back into a real lane or a sum, and spare matmul its scalar tail.
+inline int64_t vec_len(int64_t len) { return (len + kVec - 1) / kVec * kVec; }
+
 // R rows of matmul: per group of kVec pixels the R output vectors stay in registers
 // while the input channels stream past (one load per channel shared by the R rows).
 // The sum runs bias first, then the channels in order, as a scalar loop would.
@@ -317,10 +322,11 @@ template <typename T>
 void mlp_tap(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
              int64_t len, const TapRuns& tr, int64_t k, T* a, T* z, T* logits_k) {
   relation(net, win, u1n, u2n, q0, len, tr, k, a);
-  matmul(z, net.w1, net.cr, int64_t(1), a, kTile, net.b1, net.m, net.cr, len);
-  relu_rows(z, net.m, len);
+  const int64_t lv = vec_len(len);
+  matmul(z, net.w1, net.cr, int64_t(1), a, kTile, net.b1, net.m, net.cr, lv);
+  relu_rows(z, net.m, lv);
   // logits_k rows are K * kTile apart
-  matmul(logits_k, net.w2, net.m, int64_t(1), z, kTile, net.b2, net.cw, net.m, len, win.K * kTile);
+  matmul(logits_k, net.w2, net.m, int64_t(1), z, kTile, net.b2, net.cw, net.m, lv, win.K * kTile);
 }
 
 // The attention weights of a tile: idx and softmax(logits), [Cw][K][kTile]. With
@@ -380,6 +386,53 @@ void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T
   matmul(s.da.data(), net.w1, int64_t(1), net.cr, dz, kTile, static_cast<const T*>(nullptr), net.cr,
          net.m, len);
   relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), a, s, ds1, dt1, du1n, du2n);
+}
+
+// Aggregation backward over a tile: dP[j][k][p] += sum_c g_c[p] x_c[src], and the
+// scatter dx_c[src] += P[j][k][p] g_c[p], for the channels c = j + i * cw (i < groups) of
+// weight channel j; src = source of tap k for pixel p; x, dx, g are (C, HW) maps (g
+// starting at the tile). Per block of kVec pixels the dP and P vectors stay in registers
+// while the channels of j stream past; every sum keeps the channel order.
+template <typename T>
+void aggregation_backward(const TapRuns& tr, const T* P, int64_t groups, int64_t cw, int64_t K,
+                          int64_t HW, const T* g, const T* x, T* dP, T* dx) {
+  using V = typename VecType<T>::type;
+  const int64_t cstep = cw * HW;
+  for (int64_t j = 0; j < cw; ++j)
+    for (int64_t k = 0; k < K; ++k) {
+      T* LSA_RESTRICT dpk = dP + (j * K + k) * kTile;
+      const T* LSA_RESTRICT pk = P + (j * K + k) * kTile;
+      tr.each(k, [&](int32_t p0, int32_t p1, int32_t off) {
+        const T* gj = g + j * HW;
+        const T* xj = x + j * HW + off;
+        T* dxj = dx + j * HW + off;
+        int32_t p = p0;
+        for (; p + kVec <= p1; p += kVec) {
+          V acc, pv;
+          std::memcpy(&acc, dpk + p, sizeof acc);
+          std::memcpy(&pv, pk + p, sizeof pv);
+          for (int64_t i = 0; i < groups; ++i) {
+            V gv, xv, dxv;
+            std::memcpy(&gv, gj + i * cstep + p, sizeof gv);
+            std::memcpy(&xv, xj + i * cstep + p, sizeof xv);
+            std::memcpy(&dxv, dxj + i * cstep + p, sizeof dxv);
+            acc += gv * xv;
+            dxv += pv * gv;
+            std::memcpy(dxj + i * cstep + p, &dxv, sizeof dxv);
+          }
+          std::memcpy(dpk + p, &acc, sizeof acc);
+        }
+        for (; p < p1; ++p) {
+          T acc = dpk[p];
+          for (int64_t i = 0; i < groups; ++i) {
+            const T gv = gj[i * cstep + p];
+            acc += gv * xj[i * cstep + p];
+            dxj[i * cstep + p] += pk[p] * gv;
+          }
+          dpk[p] = acc;
+        }
+      });
+    }
 }
 
 // Runs fn(n, q_begin, q_end, task) over bands of >= 2 * padding rows, even bands of
@@ -456,25 +509,8 @@ void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* g
       T* P = s.logits.data();
       T* dP = s.grad_logits.data();
       std::fill(s.grad_logits.begin(), s.grad_logits.end(), T(0));
-      // aggregation backward: dP (gather) and grad value (scatter)
-      for (int64_t c = 0; c < C; ++c) {
-        const T* x = v + (n * C + c) * HW;
-        const T* g = gy + (n * C + c) * HW + q0;
-        T* dx = dv + (n * C + c) * HW;
-        const int64_t j = c % Cw;
-        for (int64_t k = 0; k < K; ++k) {
-          T* dpk = dP + (j * K + k) * kTile;
-          const T* pk = P + (j * K + k) * kTile;
-          s.runs.each(k, [&](int32_t p0, int32_t p1, int32_t off) {
-            const T* LSA_RESTRICT xs = x + off;
-            T* LSA_RESTRICT dxs = dx + off;
-            for (int32_t p = p0; p < p1; ++p) {
-              dpk[p] += g[p] * xs[p];
-              dxs[p] += pk[p] * g[p];
-            }
-          });
-        }
-      }
+      aggregation_backward(s.runs, P, C / Cw, Cw, K, HW, gy + n * C * HW + q0, v + n * C * HW,
+                           dP, dv + n * C * HW);
       // softmax backward, in place in dP: dl = P * (dP - sum_k P dP)
       for (int64_t j = 0; j < Cw; ++j) {
         T dot[kTile] = {};
@@ -499,10 +535,10 @@ void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* g
         T* dz = s.dz.data();
         T* zk = z + k * M * kTile;
         matmul(dz, net.w2, int64_t(1), M, dl + k * kTile, K * kTile, static_cast<const T*>(nullptr),
-               M, Cw, len);
+               M, Cw, vec_len(len));
         for (int64_t i = 0; i < M * kTile; ++i) zk[i] = zk[i] > T(0) ? dz[i] : T(0);
         matmul(s.da.data(), net.w1, int64_t(1), Cr, zk, kTile, static_cast<const T*>(nullptr), Cr, M,
-               len);
+               vec_len(len));
         relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), a + k * Cr * kTile, s,
                           part + lay.s1, part + lay.t1, du1n, du2n);
       }
@@ -573,7 +609,8 @@ void moments_backward_kernel(const Window& win, const Net<T>& net, const T* grad
       s.index(win, q0, len);
       for (int64_t k = 0; k < win.K; ++k) {
         relation(net, win, u1n, u2n, q0, len, s.runs, k, s.a.data());
-        matmul(s.da.data(), gsym.data(), Cr, int64_t(1), s.a.data(), kTile, grad, Cr, Cr, len);
+        matmul(s.da.data(), gsym.data(), Cr, int64_t(1), s.a.data(), kTile, grad, Cr, Cr,
+               vec_len(len));
         relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), s.a.data(), s, part + lay.s1,
                           part + lay.t1, du1 + n * Cr * HW, du2 + n * Cr * HW);
       }
