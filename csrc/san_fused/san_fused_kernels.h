@@ -525,25 +525,31 @@ void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* g
       }
       // gamma's layers backward. dl is [Cw][K][kTile], a [K][Cr][kTile], z [K][M][kTile].
       // The weight gradients are taken over all taps of the tile at once (outer_accum_taps);
-      // z is overwritten by dz (masked by the ReLU) once dW2 has used it.
+      // z is overwritten by dz (masked by the ReLU) once dW2 has used it. dl and dz are 0
+      // in the lanes p >= len, so the outer products may run over vec_len(len) lanes.
       const T* dl = dP;
       T* z = s.z.data();
       const T* a = s.a.data();
+      const int64_t lv = vec_len(len);
       sum_rows(part + lay.b2, dl, K * kTile, kTile, Cw, K, len);
-      outer_accum_taps(part + lay.w2, dl, K * kTile, kTile, z, kTile, M * kTile, Cw, M, K, len);
+      outer_accum_taps(part + lay.w2, dl, K * kTile, kTile, z, kTile, M * kTile, Cw, M, K, lv);
       for (int64_t k = 0; k < K; ++k) {
         T* dz = s.dz.data();
         T* zk = z + k * M * kTile;
         matmul(dz, net.w2, int64_t(1), M, dl + k * kTile, K * kTile, static_cast<const T*>(nullptr),
-               M, Cw, vec_len(len));
-        for (int64_t i = 0; i < M * kTile; ++i) zk[i] = zk[i] > T(0) ? dz[i] : T(0);
+               M, Cw, lv);
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t p = 0; p < kTile; ++p) {
+            const int64_t e = i * kTile + p;
+            zk[e] = p < len && zk[e] > T(0) ? dz[e] : T(0);
+          }
         matmul(s.da.data(), net.w1, int64_t(1), Cr, zk, kTile, static_cast<const T*>(nullptr), Cr, M,
-               vec_len(len));
+               lv);
         relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), a + k * Cr * kTile, s,
                           part + lay.s1, part + lay.t1, du1n, du2n);
       }
       sum_rows(part + lay.b1, z, kTile, M * kTile, M, K, len);
-      outer_accum_taps(part + lay.w1, z, kTile, M * kTile, a, kTile, Cr * kTile, M, Cr, K, len);
+      outer_accum_taps(part + lay.w1, z, kTile, M * kTile, a, kTile, Cr * kTile, M, Cr, K, lv);
     }
   });
 }
