@@ -469,9 +469,9 @@ def test_fused_attention_close_to_unfused_fp32(training, sa_type):
 
 
 @pytest.mark.parametrize('sa_type', SA_TYPES)
-def test_fused_is_default_in_eval_and_skips_the_gamma_modules(sa_type):
+def test_fused_is_default_and_skips_the_gamma_modules(sa_type):
     m = SANAttention(32, 16, kernel_size=3, sa_type=sa_type).eval()
-    assert m.fused == 'eval' and "fused='eval'" in repr(m)
+    assert m.fused is True and 'fused=True' in repr(m)
     unfused = copy.deepcopy(m)
     unfused.fused = False
     calls = []
@@ -482,10 +482,13 @@ def test_fused_is_default_in_eval_and_skips_the_gamma_modules(sa_type):
     torch.testing.assert_close(unfused(x), y, rtol=1e-5, atol=1e-5)
     assert list(unfused.state_dict()) == list(m.state_dict())
     m.train()
-    with torch.no_grad():  # training mode without gradients is inference: fused too
+    m(x).sum().backward()  # a training step is fused too by default
+    assert not calls
+    m.fused = 'eval'
+    with torch.no_grad():  # 'eval': training mode without gradients is inference: fused
         m(x)
     assert not calls
-    m(x)  # a training step takes the unfused path by default (faster today)
+    m(x)  # 'eval': a training step takes the unfused path
     assert len(calls) == 1
     with pytest.raises(ValueError, match="fused must be True, False or 'eval'"):
         SANAttention(32, 16, fused='always')

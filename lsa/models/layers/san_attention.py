@@ -69,11 +69,12 @@ class SANAttention(nn.Module):
             (:func:`lsa.ops.san_gamma.san_pairwise_gamma_attention` /
             :func:`~lsa.ops.san_gamma.san_patchwise_gamma_attention`: gamma's input, its
             MLP, the softmax (pairwise) and the aggregation tile by tile, no tensor with a
-            tap axis) for float32/float64 input outside autocast. ``'eval'`` (default): in
-            eval mode or without gradients (faster there on CPU, docs/ops.md); ``True``:
-            always (training too, at a fraction of the activation memory); ``False``:
-            never, the unfused composition below. Same parameters, results and BatchNorm
-            updates.
+            tap axis) for float32/float64 input outside autocast. ``True`` (default):
+            always, training too (on CPU faster than the unfused path in inference and
+            training, at a fraction of the activation memory; docs/ops.md); ``'eval'``:
+            only in eval mode or without gradients (a training step runs the unfused
+            path); ``False``: never, the unfused composition below. Same parameters,
+            results and BatchNorm updates.
 
     Shapes:
         input (N, C, H, W) -> output (N, out_channels, H, W); H and W must be larger
@@ -83,7 +84,7 @@ class SANAttention(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7,
                  sa_type: str = 'pairwise', rel_channels: int | None = None,
                  share_planes: int = 8, dilation: int = 1,
-                 fused: bool | str = 'eval') -> None:
+                 fused: bool | str = True) -> None:
         super().__init__()
         name = type(self).__name__
         if sa_type not in SA_TYPES:
