@@ -90,6 +90,17 @@ def test_fp32_close_to_fp64_reference():
     check_stats(ins, (7, 1, 'reflect'), 1e-4)
 
 
+@pytest.mark.parametrize('dtype, factor, rtol', [(torch.float64, 100., 1e-10),
+                                                  (torch.float32, 10., 1e-4)])
+def test_logits_spanning_the_exp_range(dtype, factor, rtol):
+    """Logit gaps to the tap maximum from 0 to ~2000 (fp64) / ~200 (fp32): 15-25 % of the
+    softmax terms underflow (the kernel's vectorised exp flushes them to 0), the rest cross
+    its whole range; 90 pixels, so full tiles and a partial one."""
+    ins = [t.detach().to(dtype) for t in make(2, 9, 10, Cr=6, M=8, Cw=3, C=6)]
+    ins[7] *= factor
+    check_op([t.requires_grad_() for t in ins], (3, 1, 'reflect'), rtol)
+
+
 def test_non_contiguous_inputs():
     ins = make(2, 7, 6)
     nc = [ins[0].detach().transpose(2, 3).contiguous().transpose(2, 3),  # strides (.., 1, H)
