@@ -373,21 +373,6 @@ void relation_backward(const Net<T>& net, const Window& win, const T* u1n, const
   }
 }
 
-// Gradient of gamma's first layer for one tap, given dz = d(loss)/d(conv1 output)
-// [M][kTile] (already masked by the ReLU that follows it) and a [Cr][kTile].
-// Accumulates db1, dw1, then the relation's gradients (relation_backward).
-template <typename T>
-void layer1_backward(const Net<T>& net, const Window& win, const T* u1n, const T* u2n, int64_t q0,
-                     int64_t len, int64_t k, const T* dz, const T* a, Scratch<T>& s, T* db1, T* dw1,
-                     T* ds1, T* dt1, T* du1n, T* du2n) {
-  for (int64_t mm = 0; mm < net.m; ++mm)
-    for (int64_t p = 0; p < len; ++p) db1[mm] += dz[mm * kTile + p];
-  outer_accum(dw1, dz, kTile, a, net.m, net.cr, len);
-  matmul(s.da.data(), net.w1, int64_t(1), net.cr, dz, kTile, static_cast<const T*>(nullptr), net.cr,
-         net.m, len);
-  relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), a, s, ds1, dt1, du1n, du2n);
-}
-
 // Aggregation backward over a tile: dP[j][k][p] += sum_c g_c[p] x_c[src], and the
 // scatter dx_c[src] += P[j][k][p] g_c[p], for the channels c = j + i * cw (i < groups) of
 // weight channel j; src = source of tap k for pixel p; x, dx, g are (C, HW) maps (g

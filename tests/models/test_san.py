@@ -1,6 +1,7 @@
 """SAN: the attention block, the bottleneck, the backbone and the classifiers from the configs."""
 import copy
 import os.path as osp
+import types
 import warnings
 
 import pytest
@@ -471,7 +472,7 @@ def test_fused_attention_close_to_unfused_fp32(training, sa_type):
 @pytest.mark.parametrize('sa_type', SA_TYPES)
 def test_fused_is_default_and_skips_the_gamma_modules(sa_type):
     m = SANAttention(32, 16, kernel_size=3, sa_type=sa_type).eval()
-    assert m.fused is True and 'fused=True' in repr(m)
+    assert m.fused == 'auto' and "fused='auto'" in repr(m)
     unfused = copy.deepcopy(m)
     unfused.fused = False
     calls = []
@@ -482,7 +483,7 @@ def test_fused_is_default_and_skips_the_gamma_modules(sa_type):
     torch.testing.assert_close(unfused(x), y, rtol=1e-5, atol=1e-5)
     assert list(unfused.state_dict()) == list(m.state_dict())
     m.train()
-    m(x).sum().backward()  # a training step is fused too by default
+    m(x).sum().backward()  # a training step is fused too by default (on CPU)
     assert not calls
     m.fused = 'eval'
     with torch.no_grad():  # 'eval': training mode without gradients is inference: fused
@@ -490,8 +491,38 @@ def test_fused_is_default_and_skips_the_gamma_modules(sa_type):
     assert not calls
     m(x)  # 'eval': a training step takes the unfused path
     assert len(calls) == 1
-    with pytest.raises(ValueError, match="fused must be True, False or 'eval'"):
+    with pytest.raises(ValueError, match="fused must be 'auto', True, False or 'eval'"):
         SANAttention(32, 16, fused='always')
+
+
+@pytest.mark.parametrize('sa_type', SA_TYPES)
+def test_fused_steps_aside_for_sync_batchnorm_training(sa_type):
+    """SyncBatchNorm's batch statistics span processes: a training step runs the unfused
+    path (its modules), eval folds the running statistics as for BatchNorm."""
+    m = SANAttention(32, 16, kernel_size=3, sa_type=sa_type)
+    m = torch.nn.SyncBatchNorm.convert_sync_batchnorm(m)
+    assert type(m.gamma.norm1) is torch.nn.SyncBatchNorm
+    calls = []
+    m.gamma.conv1.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(1, 32, 5, 6)
+    m.eval()
+    m(x)
+    assert not calls
+    m.train()
+    m(x)  # without a process group SyncBatchNorm runs as BatchNorm on CPU: the modules ran
+    assert len(calls) == 1
+
+
+def test_fused_auto_is_cpu_only():
+    """'auto' picks the fused op on CPU; CUDA input takes the unfused path, True the fused."""
+    m = SANAttention(32, 16, kernel_size=3)
+    cpu = torch.randn(1, 32, 5, 6)
+    cuda = types.SimpleNamespace(dtype=torch.float32, device=torch.device('cuda'))
+    assert m._fused_applies(cpu) and not m._fused_applies(cuda)
+    m.fused = True
+    assert m._fused_applies(cpu) and m._fused_applies(cuda)
+    m.fused = False
+    assert not m._fused_applies(cpu)
 
 
 @pytest.mark.parametrize('sa_type', SA_TYPES)

@@ -69,12 +69,15 @@ class SANAttention(nn.Module):
             (:func:`lsa.ops.san_gamma.san_pairwise_gamma_attention` /
             :func:`~lsa.ops.san_gamma.san_patchwise_gamma_attention`: gamma's input, its
             MLP, the softmax (pairwise) and the aggregation tile by tile, no tensor with a
-            tap axis) for float32/float64 input outside autocast. ``True`` (default):
-            always, training too (on CPU faster than the unfused path in inference and
-            training, at a fraction of the activation memory; docs/ops.md); ``'eval'``:
-            only in eval mode or without gradients (a training step runs the unfused
-            path); ``False``: never, the unfused composition below. Same parameters,
-            results and BatchNorm updates.
+            tap axis) for float32/float64 input outside autocast. ``'auto'``
+            (default): on CPU, in training and inference (faster than the unfused path
+            at a fraction of the activation memory; docs/ops.md); on CUDA the unfused
+            path, until the fused CUDA kernels have run on a GPU (they compile, but
+            have not). ``True``: on CPU and CUDA; ``'eval'``: only in eval mode or
+            without gradients; ``False``: never, the unfused composition below. Same
+            parameters, results and BatchNorm updates. A training step whose gamma
+            norms are not plain ``nn.BatchNorm2d`` (e.g. SyncBatchNorm, whose batch
+            statistics span processes) runs the unfused path.
 
     Shapes:
         input (N, C, H, W) -> output (N, out_channels, H, W); H and W must be larger
@@ -84,7 +87,7 @@ class SANAttention(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7,
                  sa_type: str = 'pairwise', rel_channels: int | None = None,
                  share_planes: int = 8, dilation: int = 1,
-                 fused: bool | str = True) -> None:
+                 fused: bool | str = 'auto') -> None:
         super().__init__()
         name = type(self).__name__
         if sa_type not in SA_TYPES:
@@ -103,8 +106,9 @@ class SANAttention(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.rel_channels, self.share_planes = rel_channels, share_planes
         self.kernel_size, self.dilation, self.sa_type = kernel_size, dilation, sa_type
-        if fused not in (True, False, 'eval'):
-            raise ValueError(f"{name}: fused must be True, False or 'eval', got {fused!r}")
+        if fused not in (True, False, 'auto', 'eval'):
+            raise ValueError(f"{name}: fused must be 'auto', True, False or 'eval', "
+                             f'got {fused!r}')
         self.fused = fused
         self.padding = dilation * (kernel_size - 1) // 2
         self._window = dict(kernel_size=kernel_size, stride=1, padding=self.padding,
@@ -179,11 +183,15 @@ class SANAttention(nn.Module):
         return aggregation(value, self.attention_weights(x), **self._window)
 
     def _fused_applies(self, x: Tensor) -> bool:
-        wanted = self.fused is True or (
-            self.fused == 'eval' and not (self.training and torch.is_grad_enabled()))
-        return (wanted and x.dtype in FUSED_DTYPES
-                and x.device.type in ('cpu', 'cuda')
-                and not torch.is_autocast_enabled(x.device.type))
+        device = x.device.type
+        training = self.training and torch.is_grad_enabled()
+        wanted = (self.fused is True or (self.fused == 'auto' and device == 'cpu')
+                  or (self.fused == 'eval' and not training))
+        # the fused ops fold gamma's norms with local batch statistics: only for plain BN
+        local_stats = all(type(bn) is nn.BatchNorm2d or not bn.training
+                          for bn in (self.gamma.norm1, self.gamma.norm2))
+        return (wanted and local_stats and x.dtype in FUSED_DTYPES
+                and device in ('cpu', 'cuda') and not torch.is_autocast_enabled(device))
 
 
 @MODELS.register_module()
