@@ -41,7 +41,7 @@ namespace {
 #define LSA_SAN_FUSED_ISA generic
 #include "san_fused_kernels.h"
 #undef LSA_SAN_FUSED_ISA
-#ifdef LSA_SAN_FUSED_AVX2
+#ifdef LSA_CPU_AVX2
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #pragma GCC optimize("associative-math,no-signed-zeros,no-trapping-math")
@@ -69,7 +69,7 @@ at::Tensor forward_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Ten
   at::Tensor y = at::empty({g.n, d.c, g.h, g.w}, value.options());
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_forward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw);
-    LSA_SAN_FUSED_CALL(forward_kernel<scalar_t>, win, net, d.c, x1.const_data_ptr<scalar_t>(),
+    LSA_ISA_CALL(forward_kernel<scalar_t>, win, net, d.c, x1.const_data_ptr<scalar_t>(),
                        x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
                        y.mutable_data_ptr<scalar_t>());
   });
@@ -98,7 +98,7 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_backward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw);
     std::vector<scalar_t> partials;
-    LSA_SAN_FUSED_CALL(backward_kernel<scalar_t>, win, net, d.c, gy.const_data_ptr<scalar_t>(),
+    LSA_ISA_CALL(backward_kernel<scalar_t>, win, net, d.c, gy.const_data_ptr<scalar_t>(),
                        x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
                        v.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
                        du2.mutable_data_ptr<scalar_t>(), dv.mutable_data_ptr<scalar_t>(), partials,
@@ -127,7 +127,7 @@ at::Tensor moments_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Ten
   at::Tensor out = at::empty({d.cr + 1, d.cr}, u1.options());
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_moments_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, nullptr, nullptr, nullptr, nullptr, 0);
-    LSA_SAN_FUSED_CALL(moments_kernel<scalar_t>, win, net, x1.const_data_ptr<scalar_t>(),
+    LSA_ISA_CALL(moments_kernel<scalar_t>, win, net, x1.const_data_ptr<scalar_t>(),
                        x2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
   });
   return out;
@@ -154,7 +154,7 @@ std::vector<at::Tensor> moments_backward_cpu(const at::Tensor& grad, const at::T
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_moments_backward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, nullptr, nullptr, nullptr, nullptr, 0);
     std::vector<scalar_t> partials;
-    LSA_SAN_FUSED_CALL(moments_backward_kernel<scalar_t>, win, net, gr.const_data_ptr<scalar_t>(),
+    LSA_ISA_CALL(moments_backward_kernel<scalar_t>, win, net, gr.const_data_ptr<scalar_t>(),
                        x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
                        du1.mutable_data_ptr<scalar_t>(), du2.mutable_data_ptr<scalar_t>(), partials,
                        lay);

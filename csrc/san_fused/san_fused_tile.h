@@ -14,12 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "lsa/cpu_isa.h"
 #include "lsa/san_cpu.h"
-
-// AVX2+FMA copies of the compute loops are built (and chosen at run time) with GCC on x86-64.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define LSA_SAN_FUSED_AVX2 1
-#endif
 
 namespace lsa {
 namespace san_fused {
@@ -103,21 +99,6 @@ void reduce_partials(const std::vector<T>& partials, const GradLayout& lay,
       for (int64_t i = 0; i < len; ++i) dst[i] += partials[t * lay.size + o.second + i];
   }
 }
-
-bool use_avx2() {
-#ifdef LSA_SAN_FUSED_AVX2
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
-#endif
-}
-
-#ifdef LSA_SAN_FUSED_AVX2
-#define LSA_SAN_FUSED_CALL(fn, ...) (use_avx2() ? avx2::fn(__VA_ARGS__) : generic::fn(__VA_ARGS__))
-#else
-#define LSA_SAN_FUSED_CALL(fn, ...) generic::fn(__VA_ARGS__)
-#endif
 
 }  // namespace
 }  // namespace san_fused

@@ -31,7 +31,7 @@ namespace {
 #include "../san_fused/san_fused_kernels.h"
 #include "san_patchwise_kernels.h"
 #undef LSA_SAN_FUSED_ISA
-#ifdef LSA_SAN_FUSED_AVX2
+#ifdef LSA_CPU_AVX2
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #pragma GCC optimize("associative-math,no-signed-zeros,no-trapping-math")
@@ -62,7 +62,7 @@ at::Tensor patchwise_forward_cpu(const at::Tensor& u1, const at::Tensor& u2,
   at::Tensor y = at::empty({g.n, d.c, g.h, g.w}, value.options());
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_patchwise_forward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw * win.K);
-    LSA_SAN_FUSED_CALL(patch_forward_kernel<scalar_t>, win, net, d.r, d.c,
+    LSA_ISA_CALL(patch_forward_kernel<scalar_t>, win, net, d.r, d.c,
                        x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
                        v.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>());
   });
@@ -90,7 +90,7 @@ std::vector<at::Tensor> patchwise_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_patchwise_backward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw * win.K);
     std::vector<scalar_t> partials;
-    LSA_SAN_FUSED_CALL(patch_backward_kernel<scalar_t>, win, net, d.r, d.c,
+    LSA_ISA_CALL(patch_backward_kernel<scalar_t>, win, net, d.r, d.c,
                        gy.const_data_ptr<scalar_t>(), x1.const_data_ptr<scalar_t>(),
                        x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
                        du1.mutable_data_ptr<scalar_t>(), du2.mutable_data_ptr<scalar_t>(),
@@ -120,7 +120,7 @@ at::Tensor patchwise_moments_cpu(const at::Tensor& u1, const at::Tensor& u2,
   at::Tensor out = at::empty({2, d.m}, u1.options());
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_patchwise_moments_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, nullptr, nullptr, nullptr, 0);
-    LSA_SAN_FUSED_CALL(patch_moments_kernel<scalar_t>, win, net, d.r,
+    LSA_ISA_CALL(patch_moments_kernel<scalar_t>, win, net, d.r,
                        x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
                        out.mutable_data_ptr<scalar_t>());
   });
@@ -148,7 +148,7 @@ std::vector<at::Tensor> patchwise_moments_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_patchwise_moments_backward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, nullptr, nullptr, nullptr, 0);
     std::vector<scalar_t> partials;
-    LSA_SAN_FUSED_CALL(patch_moments_backward_kernel<scalar_t>, win, net, d.r,
+    LSA_ISA_CALL(patch_moments_backward_kernel<scalar_t>, win, net, d.r,
                        gr.const_data_ptr<scalar_t>(), x1.const_data_ptr<scalar_t>(),
                        x2.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
                        du2.mutable_data_ptr<scalar_t>(), partials, lay);
