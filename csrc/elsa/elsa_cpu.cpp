@@ -17,8 +17,8 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/_softmax.h>
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -147,8 +147,8 @@ Grads backward_impl(const char* fn, const at::Tensor& grad_out, const at::Tensor
   std::tie(dv, da, dm, dd) = allocate_grads(g, features.options(), mask, &empty_output);
   const auto none = [&] { return at::empty({0}, features.options()); };
   if (empty_output) return {dv, da, mask[2] ? dm : none(), mask[3] ? dd : none()};
-  const int flags = (mask[0] ? kDV : 0) | (mask[1] ? kDA : 0) | (mask[2] ? kDM : 0) |
-                    (mask[3] ? kDD : 0);
+  const int flags =
+      (mask[0] ? kDV : 0) | (mask[1] ? kDA : 0) | (mask[2] ? kDM : 0) | (mask[3] ? kDD : 0);
   if (flags == 0) return {dv, da, none(), none()};
   const int all_flags = flags | (stride == 1 ? kStride1 : 0);
   const auto go = grad_out.contiguous();
@@ -174,11 +174,10 @@ Grads backward_impl(const char* fn, const at::Tensor& grad_out, const at::Tensor
         sc.dot.resize(F & kDA ? block : 0);
         for (int64_t n = begin; n < end; ++n) {
           const int64_t pc = n * g.cg;  // first (n, c) plane
-          LSA_ISA_CALL(
-              backward_sample, f, g, softmax, pg + pc * plane_o, pv + pc * plane_i, pa + n * kk * plane_o,
-              pm + pc * kk, pb + pc * kk, sc, pdv ? pdv + pc * plane_i : nullptr,
-              pda ? pda + n * kk * plane_o : nullptr, pdm ? pdm + pc * kk : nullptr,
-              pdd ? pdd + pc * kk : nullptr);
+          LSA_ISA_CALL(backward_sample, f, g, softmax, pg + pc * plane_o, pv + pc * plane_i,
+                       pa + n * kk * plane_o, pm + pc * kk, pb + pc * kk, sc,
+                       pdv ? pdv + pc * plane_i : nullptr, pda ? pda + n * kk * plane_o : nullptr,
+                       pdm ? pdm + pc * kk : nullptr, pdd ? pdd + pc * kk : nullptr);
         }
       });
     });
@@ -190,8 +189,8 @@ Grads elsa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& features,
                         const at::Tensor& attn, const at::Tensor& ghost_mul,
                         const at::Tensor& ghost_add, int64_t kernel_size, int64_t stride,
                         int64_t dilation, std::array<bool, 4> mask) {
-  return backward_impl("elsa_backward", grad_out, features, attn, ghost_mul, ghost_add,
-                       kernel_size, stride, dilation, mask, false);
+  return backward_impl("elsa_backward", grad_out, features, attn, ghost_mul, ghost_add, kernel_size,
+                       stride, dilation, mask, false);
 }
 
 Grads elsa_softmax_backward_cpu(const at::Tensor& grad_out, const at::Tensor& features,

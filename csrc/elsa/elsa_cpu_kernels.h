@@ -104,10 +104,10 @@ void backward_block(const Geometry& g, int64_t r0, int64_t r1, const scalar_t* L
 // passes F); `softmax`: `a` is
 // the softmax of the logits and `da` receives the logits' gradient.
 template <typename scalar_t, typename acc_t, int F>
-void backward_sample(std::integral_constant<int, F>, const Geometry& g, bool softmax, const scalar_t* go, const scalar_t* v,
-                     const scalar_t* a, const scalar_t* mul, const scalar_t* add,
-                     Scratch<acc_t>& sc, scalar_t* dv, scalar_t* da, scalar_t* dmul,
-                     scalar_t* dadd) {
+void backward_sample(std::integral_constant<int, F>, const Geometry& g, bool softmax,
+                     const scalar_t* go, const scalar_t* v, const scalar_t* a, const scalar_t* mul,
+                     const scalar_t* add, Scratch<acc_t>& sc, scalar_t* dv, scalar_t* da,
+                     scalar_t* dmul, scalar_t* dadd) {
   constexpr bool V = F & kDV, A = F & kDA, M = F & kDM, D = F & kDD;
   const int64_t plane_i = g.h * g.w, plane_o = g.ho * g.wo, kk = g.taps();
   const int64_t rows = block_rows(g);
@@ -119,8 +119,8 @@ void backward_sample(std::integral_constant<int, F>, const Geometry& g, bool sof
     backward_block<scalar_t, acc_t, F>(g, r0, r1, go, v, a, mul, add, sc);
     if (!A) continue;
     if (softmax) {
-      softmax_grad_pixels(kk, plane_o, count, a + r0 * g.wo, sc.da.data(),
-                                           sc.dot.data(), da + r0 * g.wo);
+      softmax_grad_pixels(kk, plane_o, count, a + r0 * g.wo, sc.da.data(), sc.dot.data(),
+                          da + r0 * g.wo);
     } else {
       for (int64_t t = 0; t < kk; ++t)
         for (int64_t q = 0; q < count; ++q)

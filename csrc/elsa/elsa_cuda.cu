@@ -16,8 +16,8 @@ at::Tensor forward_cuda(const at::Tensor& features, const at::Tensor& attn,
                         const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
                         int64_t kernel_size, int64_t stride, int64_t dilation) {
   const c10::cuda::CUDAGuard guard(features.device());
-  return std::get<0>(forward_on(cuda::Launcher{}, features, attn, ghost_mul, ghost_add,
-                                kernel_size, stride, dilation, false));
+  return std::get<0>(forward_on(cuda::Launcher{}, features, attn, ghost_mul, ghost_add, kernel_size,
+                                stride, dilation, false));
 }
 
 std::tuple<at::Tensor, at::Tensor> softmax_forward_cuda(

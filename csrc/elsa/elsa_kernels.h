@@ -260,8 +260,8 @@ std::tuple<at::Tensor, at::Tensor> forward_on(const Launcher& launch, const at::
       if (total > 0)
         launch.grid(total, kernels::Forward<scalar_t, index_t>{
                                g.cast<index_t>(), index_t(total), in.v.const_data_ptr<scalar_t>(),
-                               pa, in.m.const_data_ptr<scalar_t>(),
-                               in.b.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>()});
+                               pa, in.m.const_data_ptr<scalar_t>(), in.b.const_data_ptr<scalar_t>(),
+                               out.mutable_data_ptr<scalar_t>()});
     });
   });
   return {out, probs};

@@ -28,8 +28,7 @@ int64_t check_value(const char* fn, const SanGeometry& g, const at::Tensor& u1,
   check_same_device_dtype(fn, "u1", u1, "value", *value);
   const int64_t c = value->size(1);
   TORCH_CHECK(value->size(0) == g.n && value->size(2) == g.h && value->size(3) == g.w, fn,
-              ": value must have shape (", g.n, ", C, ", g.h, ", ", g.w, "), got ",
-              value->sizes());
+              ": value must have shape (", g.n, ", C, ", g.h, ", ", g.w, "), got ", value->sizes());
   TORCH_CHECK(cw > 0 && c % cw == 0, fn, ": value channels C=", c,
               " must be a multiple of the weight channels Cw=", cw);
   if (grad_output != nullptr) {

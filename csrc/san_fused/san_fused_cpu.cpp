@@ -70,8 +70,8 @@ at::Tensor forward_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Ten
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_forward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw);
     LSA_ISA_CALL(forward_kernel<scalar_t>, win, net, d.c, x1.const_data_ptr<scalar_t>(),
-                       x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
-                       y.mutable_data_ptr<scalar_t>());
+                 x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
+                 y.mutable_data_ptr<scalar_t>());
   });
   return y;
 }
@@ -99,10 +99,9 @@ std::vector<at::Tensor> backward_cpu(const at::Tensor& grad_output, const at::Te
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw);
     std::vector<scalar_t> partials;
     LSA_ISA_CALL(backward_kernel<scalar_t>, win, net, d.c, gy.const_data_ptr<scalar_t>(),
-                       x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
-                       v.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
-                       du2.mutable_data_ptr<scalar_t>(), dv.mutable_data_ptr<scalar_t>(), partials,
-                       lay);
+                 x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
+                 v.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
+                 du2.mutable_data_ptr<scalar_t>(), dv.mutable_data_ptr<scalar_t>(), partials, lay);
     reduce_partials<scalar_t>(partials, lay,
                               {{&ds1, lay.s1},
                                {&dt1, lay.t1},
@@ -128,7 +127,7 @@ at::Tensor moments_cpu(const at::Tensor& u1, const at::Tensor& u2, const at::Ten
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_pairwise_moments_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, nullptr, nullptr, nullptr, nullptr, 0);
     LSA_ISA_CALL(moments_kernel<scalar_t>, win, net, x1.const_data_ptr<scalar_t>(),
-                       x2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
+                 x2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
   });
   return out;
 }
@@ -155,9 +154,8 @@ std::vector<at::Tensor> moments_backward_cpu(const at::Tensor& grad, const at::T
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, nullptr, nullptr, nullptr, nullptr, 0);
     std::vector<scalar_t> partials;
     LSA_ISA_CALL(moments_backward_kernel<scalar_t>, win, net, gr.const_data_ptr<scalar_t>(),
-                       x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
-                       du1.mutable_data_ptr<scalar_t>(), du2.mutable_data_ptr<scalar_t>(), partials,
-                       lay);
+                 x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
+                 du1.mutable_data_ptr<scalar_t>(), du2.mutable_data_ptr<scalar_t>(), partials, lay);
     reduce_partials<scalar_t>(partials, lay, {{&ds1, lay.s1}, {&dt1, lay.t1}});
   });
   return {du1, du2, ds1, dt1};

@@ -245,10 +245,18 @@ inline void vexp_nonpos(typename VecType<T>::type& x) {
   const V nf = __builtin_convertvector(n, V);
   const V r = (x - nf * T(0.693145751953125)) - nf * T(1.42860682030941723212e-6);
   V e = V{} + T(1.0 / 6227020800.0);  // 1/13!
-  constexpr double kInv[] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                             1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
-                             1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
-                             1.0 / 6.0,         0.5,              1.0,
+  constexpr double kInv[] = {1.0 / 479001600.0,
+                             1.0 / 39916800.0,
+                             1.0 / 3628800.0,
+                             1.0 / 362880.0,
+                             1.0 / 40320.0,
+                             1.0 / 5040.0,
+                             1.0 / 720.0,
+                             1.0 / 120.0,
+                             1.0 / 24.0,
+                             1.0 / 6.0,
+                             0.5,
+                             1.0,
                              1.0};
 #pragma GCC unroll 13
   for (int i = 0; i < 13; ++i) e = e * r + T(kInv[i]);
@@ -494,8 +502,8 @@ void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* g
       T* P = s.logits.data();
       T* dP = s.grad_logits.data();
       std::fill(s.grad_logits.begin(), s.grad_logits.end(), T(0));
-      aggregation_backward(s.runs, P, C / Cw, Cw, K, HW, gy + n * C * HW + q0, v + n * C * HW,
-                           dP, dv + n * C * HW);
+      aggregation_backward(s.runs, P, C / Cw, Cw, K, HW, gy + n * C * HW + q0, v + n * C * HW, dP,
+                           dv + n * C * HW);
       // softmax backward, in place in dP: dl = P * (dP - sum_k P dP)
       for (int64_t j = 0; j < Cw; ++j) {
         T dot[kTile] = {};
@@ -528,8 +536,8 @@ void backward_kernel(const Window& win, const Net<T>& net, int64_t C, const T* g
             const int64_t e = i * kTile + p;
             zk[e] = p < len && zk[e] > T(0) ? dz[e] : T(0);
           }
-        matmul(s.da.data(), net.w1, int64_t(1), Cr, zk, kTile, static_cast<const T*>(nullptr), Cr, M,
-               lv);
+        matmul(s.da.data(), net.w1, int64_t(1), Cr, zk, kTile, static_cast<const T*>(nullptr), Cr,
+               M, lv);
         relation_backward(net, win, u1n, u2n, q0, len, k, s.da.data(), a + k * Cr * kTile, s,
                           part + lay.s1, part + lay.t1, du1n, du2n);
       }

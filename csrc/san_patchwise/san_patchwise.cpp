@@ -20,8 +20,8 @@ SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor&
   const int64_t r = u1.dim() == 4 ? u1.size(1) : 0;
   const at::Tensor dummy = u1.defined() ? u1.new_empty({r}) : u1;
   const SanGeometry g =
-      san_fused::check_inputs(fn, u1, u2, dummy, dummy, nullptr, nullptr, nullptr, nullptr,
-                              nullptr, nullptr, kernel_size, dilation, pad_mode, &pd);
+      san_fused::check_inputs(fn, u1, u2, dummy, dummy, nullptr, nullptr, nullptr, nullptr, nullptr,
+                              nullptr, kernel_size, dilation, pad_mode, &pd);
   const int64_t K = kernel_size * kernel_size;
   Dims d{r, r * (K + 1), 0, 0, 0};
   san_fused::check_vector(fn, "scale1", scale1, u1, d.ca);
@@ -33,8 +33,7 @@ SanGeometry check_inputs(const char* fn, const at::Tensor& u1, const at::Tensor&
   if (weight2 != nullptr) {
     san_fused::check_matrix(fn, "weight2", *weight2, u1, -1, d.m);
     TORCH_CHECK(weight2->size(0) >= K && weight2->size(0) % K == 0, fn,
-                ": weight2 rows must be a positive multiple of K=", K, ", got ",
-                weight2->size(0));
+                ": weight2 rows must be a positive multiple of K=", K, ", got ", weight2->size(0));
     d.cw = weight2->size(0) / K;
   }
   if (bias2 != nullptr) san_fused::check_vector(fn, "bias2", *bias2, u1, d.cw * K);

@@ -62,18 +62,20 @@ at::Tensor patchwise_forward_cpu(const at::Tensor& u1, const at::Tensor& u2,
   at::Tensor y = at::empty({g.n, d.c, g.h, g.w}, value.options());
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_patchwise_forward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw * win.K);
-    LSA_ISA_CALL(patch_forward_kernel<scalar_t>, win, net, d.r, d.c,
-                       x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
-                       v.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>());
+    LSA_ISA_CALL(patch_forward_kernel<scalar_t>, win, net, d.r, d.c, x1.const_data_ptr<scalar_t>(),
+                 x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
+                 y.mutable_data_ptr<scalar_t>());
   });
   return y;
 }
 
-std::vector<at::Tensor> patchwise_backward_cpu(
-    const at::Tensor& grad_output, const at::Tensor& u1, const at::Tensor& u2,
-    const at::Tensor& value, const at::Tensor& scale1, const at::Tensor& shift1,
-    const at::Tensor& weight1, const at::Tensor& bias1, const at::Tensor& weight2,
-    const at::Tensor& bias2, int64_t kernel_size, int64_t dilation, int64_t pad_mode) {
+std::vector<at::Tensor> patchwise_backward_cpu(const at::Tensor& grad_output, const at::Tensor& u1,
+                                               const at::Tensor& u2, const at::Tensor& value,
+                                               const at::Tensor& scale1, const at::Tensor& shift1,
+                                               const at::Tensor& weight1, const at::Tensor& bias1,
+                                               const at::Tensor& weight2, const at::Tensor& bias2,
+                                               int64_t kernel_size, int64_t dilation,
+                                               int64_t pad_mode) {
   Dims d{};
   const SanGeometry g =
       check_inputs("san_patchwise_backward", u1, u2, scale1, shift1, weight1, &bias1, &weight2,
@@ -90,11 +92,10 @@ std::vector<at::Tensor> patchwise_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_patchwise_backward_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, &b1, &w2, &b2, d.cw * win.K);
     std::vector<scalar_t> partials;
-    LSA_ISA_CALL(patch_backward_kernel<scalar_t>, win, net, d.r, d.c,
-                       gy.const_data_ptr<scalar_t>(), x1.const_data_ptr<scalar_t>(),
-                       x2.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
-                       du1.mutable_data_ptr<scalar_t>(), du2.mutable_data_ptr<scalar_t>(),
-                       dv.mutable_data_ptr<scalar_t>(), partials, lay);
+    LSA_ISA_CALL(patch_backward_kernel<scalar_t>, win, net, d.r, d.c, gy.const_data_ptr<scalar_t>(),
+                 x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
+                 v.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
+                 du2.mutable_data_ptr<scalar_t>(), dv.mutable_data_ptr<scalar_t>(), partials, lay);
     reduce_partials<scalar_t>(partials, lay,
                               {{&ds1, lay.s1},
                                {&dt1, lay.t1},
@@ -120,9 +121,8 @@ at::Tensor patchwise_moments_cpu(const at::Tensor& u1, const at::Tensor& u2,
   at::Tensor out = at::empty({2, d.m}, u1.options());
   AT_DISPATCH_FLOATING_TYPES(u1.scalar_type(), "san_patchwise_moments_cpu", [&] {
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, nullptr, nullptr, nullptr, 0);
-    LSA_ISA_CALL(patch_moments_kernel<scalar_t>, win, net, d.r,
-                       x1.const_data_ptr<scalar_t>(), x2.const_data_ptr<scalar_t>(),
-                       out.mutable_data_ptr<scalar_t>());
+    LSA_ISA_CALL(patch_moments_kernel<scalar_t>, win, net, d.r, x1.const_data_ptr<scalar_t>(),
+                 x2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
   });
   return out;
 }
@@ -133,8 +133,8 @@ std::vector<at::Tensor> patchwise_moments_backward_cpu(
     int64_t pad_mode) {
   const char* fn = "san_patchwise_moments_backward";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr,
-                                     nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   check_float_tensor(fn, "grad", grad, 2);
   TORCH_CHECK(grad.size(0) == 2 && grad.size(1) == d.m, fn, ": grad must have shape (2, ", d.m,
               "), got ", grad.sizes());
@@ -149,9 +149,9 @@ std::vector<at::Tensor> patchwise_moments_backward_cpu(
     const Net<scalar_t> net = make_net<scalar_t>(s1, t1, &w1, nullptr, nullptr, nullptr, 0);
     std::vector<scalar_t> partials;
     LSA_ISA_CALL(patch_moments_backward_kernel<scalar_t>, win, net, d.r,
-                       gr.const_data_ptr<scalar_t>(), x1.const_data_ptr<scalar_t>(),
-                       x2.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
-                       du2.mutable_data_ptr<scalar_t>(), partials, lay);
+                 gr.const_data_ptr<scalar_t>(), x1.const_data_ptr<scalar_t>(),
+                 x2.const_data_ptr<scalar_t>(), du1.mutable_data_ptr<scalar_t>(),
+                 du2.mutable_data_ptr<scalar_t>(), partials, lay);
     reduce_partials<scalar_t>(partials, lay, {{&ds1, lay.s1}, {&dt1, lay.t1}, {&dw1, lay.w1}});
   });
   return {du1, du2, ds1, dt1, dw1};

@@ -204,9 +204,27 @@ Args<T> make_args(const SanGeometry& g, const Dims& d, const at::Tensor& u1, con
                   const at::Tensor& w1, const at::Tensor* b1, const at::Tensor* w2,
                   const at::Tensor* b2) {
   auto ptr = [](const at::Tensor* t) { return t ? t->const_data_ptr<T>() : nullptr; };
-  return {u1.const_data_ptr<T>(), u2.const_data_ptr<T>(), ptr(v), s1.const_data_ptr<T>(),
-          t1.const_data_ptr<T>(), w1.const_data_ptr<T>(), ptr(b1), ptr(w2), ptr(b2),
-          g.n, d.r, d.ca, d.m, d.cw, d.c, g.h, g.w, g.kh, g.dh, g.ph, g.mode};
+  return {u1.const_data_ptr<T>(),
+          u2.const_data_ptr<T>(),
+          ptr(v),
+          s1.const_data_ptr<T>(),
+          t1.const_data_ptr<T>(),
+          w1.const_data_ptr<T>(),
+          ptr(b1),
+          ptr(w2),
+          ptr(b2),
+          g.n,
+          d.r,
+          d.ca,
+          d.m,
+          d.cw,
+          d.c,
+          g.h,
+          g.w,
+          g.kh,
+          g.dh,
+          g.ph,
+          g.mode};
 }
 
 void check_hidden(const char* fn, const Dims& d) {
@@ -288,8 +306,8 @@ at::Tensor moments_cuda(const at::Tensor& u1, const at::Tensor& u2, const at::Te
                         int64_t dilation, int64_t pad_mode) {
   const char* fn = "san_patchwise_moments";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr,
-                                     nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   check_hidden(fn, d);
   const c10::cuda::CUDAGuard guard(u1.device());
   const at::Tensor x1 = u1.contiguous(), x2 = u2.contiguous();
@@ -316,8 +334,8 @@ std::vector<at::Tensor> moments_backward_cuda(const at::Tensor& grad, const at::
                                               int64_t pad_mode) {
   const char* fn = "san_patchwise_moments_backward";
   Dims d{};
-  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr,
-                                     nullptr, nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
+  const SanGeometry g = check_inputs(fn, u1, u2, scale1, shift1, weight1, nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, kernel_size, dilation, pad_mode, &d);
   check_hidden(fn, d);
   check_float_tensor(fn, "grad", grad, 2);
   TORCH_CHECK(grad.size(0) == 2 && grad.size(1) == d.m, fn, ": grad must have shape (2, ", d.m,

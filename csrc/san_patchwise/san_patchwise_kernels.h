@@ -29,10 +29,10 @@ struct PatchScratch {
 // gamma's input for a tile, t [CA][kTile]: rows c < R the centre u1[c, q], row
 // R + c * K + k the source of tap k in u2[c] (0 for zero padding), read through the runs.
 template <typename T>
-void gamma_input(const Window& win, int64_t R, const T* u1n, const T* u2n, int64_t q0,
-                 int64_t len, const TapRuns& tr, T* t) {
-  for (int64_t c = 0; c < R; ++c) std::copy(u1n + c * win.HW + q0, u1n + c * win.HW + q0 + len,
-                                            t + c * kTile);
+void gamma_input(const Window& win, int64_t R, const T* u1n, const T* u2n, int64_t q0, int64_t len,
+                 const TapRuns& tr, T* t) {
+  for (int64_t c = 0; c < R; ++c)
+    std::copy(u1n + c * win.HW + q0, u1n + c * win.HW + q0 + len, t + c * kTile);
   for (int64_t c = 0; c < R; ++c)
     for (int64_t k = 0; k < win.K; ++k) {
       T* LSA_RESTRICT row = t + (R + c * win.K + k) * kTile;
@@ -70,9 +70,9 @@ void patch_weights(const Net<T>& net, const Window& win, int64_t R, const T* u1n
 // Gradient of a = relu(s1 * t + t1) for a tile given da [CA][kTile] (overwritten):
 // accumulates ds1, dt1; adds to du1 at the tile's pixels and to du2 at the taps' sources.
 template <typename T>
-void gamma_input_backward(const Net<T>& net, const Window& win, int64_t R, int64_t q0,
-                          int64_t len, const TapRuns& tr, const T* t, const T* a, T* da, T* ds1,
-                          T* dt1, T* du1n, T* du2n) {
+void gamma_input_backward(const Net<T>& net, const Window& win, int64_t R, int64_t q0, int64_t len,
+                          const TapRuns& tr, const T* t, const T* a, T* da, T* ds1, T* dt1, T* du1n,
+                          T* du2n) {
   for (int64_t c = 0; c < net.cr; ++c) {
     T* LSA_RESTRICT d = da + c * kTile;
     const T* tc = t + c * kTile;
@@ -110,10 +110,10 @@ void hidden_backward(const Net<T>& net, const Window& win, int64_t R, int64_t q0
     for (int64_t m = 0; m < net.m; ++m)
       for (int64_t p = 0; p < len; ++p) db1[m] += dh[m * kTile + p];
   outer_accum(dw1, dh, kTile, s.a.data(), net.m, net.cr, len);
-  matmul(s.da.data(), net.w1, int64_t(1), net.cr, dh, kTile, static_cast<const T*>(nullptr),
-         net.cr, net.m, len);
-  gamma_input_backward(net, win, R, q0, len, s.runs, s.t.data(), s.a.data(), s.da.data(), ds1,
-                       dt1, du1n, du2n);
+  matmul(s.da.data(), net.w1, int64_t(1), net.cr, dh, kTile, static_cast<const T*>(nullptr), net.cr,
+         net.m, len);
+  gamma_input_backward(net, win, R, q0, len, s.runs, s.t.data(), s.a.data(), s.da.data(), ds1, dt1,
+                       du1n, du2n);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -134,9 +134,9 @@ void patch_forward_kernel(const Window& win, const Net<T>& net, int64_t R, int64
 }
 
 template <typename T>
-void patch_backward_kernel(const Window& win, const Net<T>& net, int64_t R, int64_t C,
-                           const T* gy, const T* u1, const T* u2, const T* v, T* du1, T* du2,
-                           T* dv, std::vector<T>& partials, const GradLayout& lay) {
+void patch_backward_kernel(const Window& win, const Net<T>& net, int64_t R, int64_t C, const T* gy,
+                           const T* u1, const T* u2, const T* v, T* du1, T* du2, T* dv,
+                           std::vector<T>& partials, const GradLayout& lay) {
   const int64_t HW = win.HW, K = win.K, M = net.m, Cw = net.cw / K;
   partials.assign(num_bands(win) * lay.size, T(0));
   for_each_band(win, [&](int64_t n, int64_t qb, int64_t qe, int64_t task) {
@@ -184,8 +184,8 @@ void patch_backward_kernel(const Window& win, const Net<T>& net, int64_t R, int6
 // over the tile's pixels is taken in T and added to the tile's double partial; the
 // partials are added in tile order.
 template <typename T>
-void patch_moments_kernel(const Window& win, const Net<T>& net, int64_t R, const T* u1,
-                          const T* u2, T* out) {
+void patch_moments_kernel(const Window& win, const Net<T>& net, int64_t R, const T* u1, const T* u2,
+                          T* out) {
   const int64_t tiles = num_tiles(win), HW = win.HW, M = net.m;
   std::vector<double> partials(win.g.n * tiles * 2 * M, 0.0);
   at::parallel_for(0, win.g.n * tiles, 1, [&](int64_t begin, int64_t end) {
@@ -218,8 +218,8 @@ void patch_moments_kernel(const Window& win, const Net<T>& net, int64_t R, const
 
 // Backward of patch_moments_kernel for grad (2, M) = [g0; g1]: dh = g0 + 2 g1 h.
 template <typename T>
-void patch_moments_backward_kernel(const Window& win, const Net<T>& net, int64_t R,
-                                   const T* grad, const T* u1, const T* u2, T* du1, T* du2,
+void patch_moments_backward_kernel(const Window& win, const Net<T>& net, int64_t R, const T* grad,
+                                   const T* u1, const T* u2, T* du1, T* du2,
                                    std::vector<T>& partials, const GradLayout& lay) {
   const int64_t HW = win.HW, M = net.m;
   partials.assign(num_bands(win) * lay.size, T(0));
@@ -232,8 +232,8 @@ void patch_moments_backward_kernel(const Window& win, const Net<T>& net, int64_t
       gamma_input(win, R, u1 + n * R * HW, u2 + n * R * HW, q0, len, s.runs, s.t.data());
       bn_relu(net, s.t.data(), len, s.a.data());
       T* dh = s.dz.data();
-      matmul(dh, net.w1, net.cr, int64_t(1), s.a.data(), kTile, static_cast<const T*>(nullptr),
-             M, net.cr, len);
+      matmul(dh, net.w1, net.cr, int64_t(1), s.a.data(), kTile, static_cast<const T*>(nullptr), M,
+             net.cr, len);
       for (int64_t m = 0; m < M; ++m)
         for (int64_t p = 0; p < len; ++p)
           dh[m * kTile + p] = grad[m] + T(2) * grad[M + m] * dh[m * kTile + p];
