@@ -112,15 +112,18 @@ def test_compiled_backbone_equals_eager_forward_and_backward(name):
     compiled.load_state_dict(eager.state_dict())
     eager.train(), compiled.train()
     x = torch.randn(2, 3, 64, 64)
+    # fp32 tolerance: compiled graphs run the plain modules where eager takes the CPU fast
+    # paths (lsa.models.layers.fast_paths: GEMMs summed in another order), and batch
+    # statistics amplify that (SAN: 2.8e-5 relative seen); a wrong graph is off by O(1)
     for a, b in zip(_step(eager, x), _step(compiled, x)):
-        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(b, a, rtol=2e-4, atol=2e-5 * a.abs().max().item())
     grads = [(n, p.grad, q.grad) for (n, p), q in zip(eager.named_parameters(),
                                                       compiled.parameters())]
     assert all((g is None) == (h is None) for _, g, h in grads)
     scale = max(g.abs().max().item() for _, g, _ in grads if g is not None)
     for n, g, h in grads:
-        if g is not None:  # fp32 sums in another order: relative to the largest gradient
-            torch.testing.assert_close(h, g, rtol=1e-4, atol=1e-5 * scale, msg=n)
+        if g is not None:  # relative to the largest gradient
+            torch.testing.assert_close(h, g, rtol=2e-4, atol=2e-5 * scale, msg=n)
     for (n, p), q in zip(eager.named_buffers(), compiled.buffers()):
         torch.testing.assert_close(q, p, msg=n)
 
