@@ -12,6 +12,7 @@ headline: speed ratio = host time / lsa time (> 1: lsa is faster), memory ratio
     python benchmarks/hosts.py --quick            # the -T pairs, fewer iterations
     python benchmarks/hosts.py --pairs lesa-r50 --repeats 3 --threads 2
     python benchmarks/hosts.py --pairs elsa-swin-t --compile   # + torch.compile rows
+    python benchmarks/hosts.py --quick --malloc retain   # glibc keeps freed memory (allocator.py)
 
 Hosts are mmpretrain backbones (Swin, ResNet-50, DeiT, TNT), torchvision's
 WRN-50-2, and lsa's own PVT with the plain MLP (LocalViT-PVT's baseline:
@@ -32,6 +33,8 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+from allocator import MODES as MALLOC_MODES
+from allocator import minor_faults, worker_env
 
 import lsa.compat_apply  # noqa: F401  (mmpretrain/torchvision import on CPU-only torch)
 
@@ -110,30 +113,33 @@ def worker(pair: str, side: str, mode: str, batch: int, size: int, iters: int,
     if compile_:
         model.compile()
     x = torch.randn(batch, 3, size, size)
-    times, cpu = [], []
+    times, cpu, faults = [], [], []
     if mode == 'infer':
         model.eval()
         rss0 = _rss_mb()
         with torch.no_grad():
             for _ in range(iters + 1):  # the first call warms up (and compiles)
-                t0, c0 = time.perf_counter(), time.process_time()
+                t0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
                 model(x)
                 times.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
+                faults.append(minor_faults() - f0)
     else:
         model.train()
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
         rss0 = _rss_mb()
         for _ in range(iters + 1):
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0, f0 = time.perf_counter(), time.process_time(), minor_faults()
             opt.zero_grad(set_to_none=True)
             _loss(model(x)).backward()
             opt.step()
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+            faults.append(minor_faults() - f0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0
     return dict(wall=1e3 * statistics.median(times[1:]), cpu=1e3 * statistics.median(cpu[1:]),
-                first_ms=1e3 * times[0], peak_mb=max(peak, 0.0))
+                first_ms=1e3 * times[0], peak_mb=max(peak, 0.0),
+                faults=statistics.median(faults[1:]))
 
 
 def _spawn(args: argparse.Namespace, pair: str, side: str, mode: str, compile_: bool) -> dict:
@@ -143,7 +149,7 @@ def _spawn(args: argparse.Namespace, pair: str, side: str, mode: str, compile_: 
            str(args.infer_batch), '--train-batch', str(args.train_batch)]
     if compile_:
         cmd.append('--compile')
-    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(args.malloc))
     if res.returncode != 0:
         raise RuntimeError(f'{pair}/{side}/{mode} (batch {batch}) failed:\n{res.stderr[-3000:]}')
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -172,6 +178,9 @@ def main() -> None:
                         'machine, use with --threads 1)')
     p.add_argument('--compile', action='store_true',
                    help='also time the lsa model under torch.compile (ratio to eager lsa)')
+    p.add_argument('--malloc', choices=MALLOC_MODES, default='glibc',
+                   help="glibc's defaults, or 'retain': freed memory is reused, not faulted in "
+                        'again (both sides alike; see benchmarks/allocator.py)')
     p.add_argument('--worker', nargs=3, metavar=('PAIR', 'SIDE', 'MODE'), help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -188,7 +197,7 @@ def main() -> None:
     print(f'setting: fp32, {args.size}x{args.size}, inference batch {args.infer_batch}, '
           f'training step batch {args.train_batch}, {args.iters} timed iterations per process '
           f'(median), {args.repeats} process(es) per model and mode, lsa/host alternating, '
-          f'{args.clock} clock\n')
+          f'{args.clock} clock, malloc {args.malloc}\n')
     sides = ['lsa', 'host'] + (['compiled'] if args.compile else [])
     rows = []
     for pair in pairs:
@@ -203,17 +212,21 @@ def main() -> None:
                for s in sides}
         peak = {s: statistics.median(x['peak_mb'] for x in r[s]['train'])
                 for s in sides if 'train' in args.modes}
-        rows.append((pair, med, peak))
-        print(f'{pair}: ' + json.dumps({'ms': med, 'train_peak_mb': peak}), flush=True)
+        flt = {s: {m: statistics.median(x['faults'] for x in r[s][m]) for m in args.modes}
+               for s in sides}
+        rows.append((pair, med, peak, flt))
+        print(f'{pair}: ' + json.dumps({'ms': med, 'train_peak_mb': peak, 'page_faults': flt}),
+              flush=True)
 
     cols = [f'{m} ms lsa / host' for m in args.modes] + [f'{m} speed' for m in args.modes]
     if 'train' in args.modes:
         cols += ['train peak MB lsa / host', 'train memory']
     if args.compile:
         cols += [f'compiled {m} speed-up' for m in args.modes]
+    cols += [f'{m} page faults lsa / host' for m in args.modes]
     print('\n| lsa model / host | ' + ' | '.join(cols) + ' |')
     print('|---' * (len(cols) + 1) + '|')
-    for pair, med, peak in rows:
+    for pair, med, peak, flt in rows:
         cells = [f"{med['lsa'][m]:.0f} / {med['host'][m]:.0f}" for m in args.modes]
         cells += [f"{med['host'][m] / med['lsa'][m]:.2f}x" for m in args.modes]
         if 'train' in args.modes:
@@ -221,6 +234,7 @@ def main() -> None:
                       f"{peak['lsa'] / max(peak['host'], 1e-9):.2f}x"]
         if args.compile:
             cells += [f"{med['lsa'][m] / med['compiled'][m]:.2f}x" for m in args.modes]
+        cells += [f"{flt['lsa'][m]:.0f} / {flt['host'][m]:.0f}" for m in args.modes]
         print(f'| {pair} / {PAIRS[pair][2]} | ' + ' | '.join(cells) + ' |')
 
 

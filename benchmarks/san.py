@@ -13,6 +13,7 @@ are mmpretrain's ResNet with SAN's bottleneck layer counts (1, 2, 4, 1) and (2, 
 
     python benchmarks/san.py                     # all models
     python benchmarks/san.py --models san10-pairwise resnet50 --iters 3
+    python benchmarks/san.py --malloc retain     # glibc keeps freed memory (allocator.py)
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import sys
 import time
 
 import torch
+from allocator import MODES as MALLOC_MODES
+from allocator import minor_faults, worker_env
 from torch import nn
 
 SAN_MODELS = [f'san{d}-{t}' for t in ('pairwise', 'patchwise') for d in (10, 15, 19)]
@@ -85,14 +88,15 @@ def measure(name: str, mode: str, batch: int, iters: int, threads: int) -> dict:
             with torch.inference_mode():
                 model(x)
     base = _peak_mib()
-    times = []
+    times, faults = [], []
     for i in range(iters + 1):
-        t0 = time.perf_counter()
+        t0, f0 = time.perf_counter(), minor_faults()
         step()
         if i:  # the first iteration is the warm-up
             times.append(time.perf_counter() - t0)
+            faults.append(minor_faults() - f0)
     return dict(model=name, mode=mode, params=params, img_s=batch / statistics.median(times),
-                peak_mib=_peak_mib() - base)
+                peak_mib=_peak_mib() - base, faults=statistics.median(faults))
 
 
 def main() -> None:
@@ -102,6 +106,9 @@ def main() -> None:
     ap.add_argument('--batch-train', type=int, default=4)
     ap.add_argument('--iters', type=int, default=3)
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--malloc', choices=MALLOC_MODES, default='glibc',
+                    help="glibc's defaults, or 'retain': freed memory is reused, not faulted in "
+                         'again (every model alike; see benchmarks/allocator.py)')
     ap.add_argument('--_child', nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
@@ -115,16 +122,18 @@ def main() -> None:
             cmd = [sys.executable, __file__, '--_child', name, mode, '--iters', str(args.iters),
                    '--threads', str(args.threads), '--batch-infer', str(args.batch_infer),
                    '--batch-train', str(args.batch_train)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                 env=worker_env(args.malloc)).stdout
             r = json.loads(out.strip().splitlines()[-1])
             rows.setdefault(name, {})[mode] = r
-            print(f'# {name} {mode}: {r["img_s"]:.2f} img/s, peak +{r["peak_mib"]:.0f} MiB',
+            print(f'# {name} {mode}: {r["img_s"]:.2f} img/s, peak +{r["peak_mib"]:.0f} MiB, '
+                  f'{r["faults"]:.0f} page faults per iteration (malloc {args.malloc})',
                   file=sys.stderr, flush=True)
     ref = rows.get('resnet50')
     print(f'| model | params | infer img/s (b{args.batch_infer}) | train img/s '
           f'(b{args.batch_train}) | peak MiB infer / train | vs ResNet-50: infer / train '
-          f'speed, infer / train memory |')
-    print('|---|---|---|---|---|---|')
+          f'speed, infer / train memory | page faults per iteration infer / train |')
+    print('|---|---|---|---|---|---|---|')
     for name, r in rows.items():
         i, t = r['infer'], r['train']
         ratio = '—' if ref is None else (
@@ -132,7 +141,8 @@ def main() -> None:
             f', {i["peak_mib"] / ref["infer"]["peak_mib"]:.2f}x / '
             f'{t["peak_mib"] / ref["train"]["peak_mib"]:.2f}x')
         print(f'| {name} | {i["params"] / 1e6:.1f} M | {i["img_s"]:.2f} | {t["img_s"]:.2f} | '
-              f'{i["peak_mib"]:.0f} / {t["peak_mib"]:.0f} | {ratio} |')
+              f'{i["peak_mib"]:.0f} / {t["peak_mib"]:.0f} | {ratio} | '
+              f'{i["faults"]:.0f} / {t["faults"]:.0f} |')
 
 
 if __name__ == '__main__':

@@ -477,3 +477,27 @@ def test_hswish_gradient_is_autograds_bitwise_and_keeps_only_the_input():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         HSwish()(a)
     assert len(saved) == 1 and saved[0] is a
+
+
+def test_inplace_hswish_is_bitwise_and_the_eval_branch_leaves_its_input_alone():
+    from lsa.models.layers.locality_ffn import _HSWISH_SLICE, HSwish, _hswish_
+    x = torch.randn(2 * _HSWISH_SLICE + 7) * 4  # two whole slices and a short one
+    x[:5] = torch.tensor([-3.0, 3.0, 0.0, -6.0, 6.0])
+    expect = x * (torch.nn.functional.relu6(x + 3.0) / 6.0)
+    y = x.clone()
+    assert _hswish_(y) is y and torch.equal(y, expect)
+    # The branch acts in place on its own intermediates only when no gradient flows; its
+    # eval output equals the out-of-place (autograd) path bitwise and the input is untouched.
+    for act in ('hs+se', 'hs', 'relu6'):
+        lff = LocalityFeedForward(16, 64, act=act).eval()
+        for bn in (lff.bn1, lff.bn2, lff.bn3):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+        x = torch.randn(2, 35, 16)
+        x0 = x.clone()
+        with torch.no_grad():
+            y = lff(x, (5, 7))
+        assert torch.equal(x, x0)
+        ref = lff(x.clone().requires_grad_(), (5, 7))
+        assert torch.equal(y, ref.detach()), act
+    assert isinstance(LocalityFeedForward(16, 64).act1, HSwish)

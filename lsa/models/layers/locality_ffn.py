@@ -40,6 +40,22 @@ def _hswish(x: Tensor) -> Tensor:
     return (x + 3.0).clamp_(0.0, 6.0).div_(6.0).mul_(x)
 
 
+#: Elements per slice of :func:`_hswish_`: a 1 MiB fp32 temporary, which stays in cache.
+_HSWISH_SLICE = 1 << 18
+
+
+def _hswish_(x: Tensor) -> Tensor:
+    """:func:`_hswish` in place on a contiguous ``x`` (bitwise the same values).
+
+    Slice by slice, so the temporary ``relu6(x + 3) / 6`` is small: no new tensor of
+    ``x``'s size, whose fresh pages the CPU allocator would fault in again (on CPU that
+    first touch, not the arithmetic, was most of an h-swish: docs/performance.md).
+    """
+    for part in x.view(-1).split(_HSWISH_SLICE):
+        part.mul_((part + 3.0).clamp_(0.0, 6.0).div_(6.0))
+    return x
+
+
 class _HSwishFunction(torch.autograd.Function):
     """``x * (relu6(x + 3) / 6)`` keeping only ``x`` for the backward pass (autograd's
     own graph keeps three tensors of its size); the gradient is autograd's, op for op."""
@@ -266,9 +282,13 @@ class LocalityFeedForward(nn.Module):
         return bn(y.reshape(-1, C, 1, 1)).view(y.shape)
 
     def _act(self, y: Tensor) -> Tensor:
-        """``act1`` (= ``act2``); ReLU6 in place when no gradient flows."""
-        if self.act_name == 'relu6' and not y.requires_grad:
+        """``act1`` (= ``act2``) on a tensor the branch owns: in place when no gradient flows."""
+        if y.requires_grad:
+            return self.act1(y)
+        if self.act_name == 'relu6':
             return F.relu6(y, inplace=True)
+        if y.device.type == 'cpu' and y.is_contiguous() and not torch.compiler.is_compiling():
+            return _hswish_(y)
         return self.act1(y)
 
     def _attn(self, y: Tensor) -> Tensor:
