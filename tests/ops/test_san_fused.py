@@ -37,7 +37,8 @@ def make(N, H, W, Cr=5, M=4, Cw=3, C=6, dtype=torch.float64):
             t(Cw, M), t(Cw)]
 
 
-OP = checks.FusedOp(san_pairwise_attention, san_pairwise_ref, san_pairwise_stats, san_pairwise_stats_ref)
+OP = checks.FusedOp(san_pairwise_attention, san_pairwise_ref, san_pairwise_stats,
+                    san_pairwise_stats_ref)
 check_op, check_stats = partial(checks.check_op, OP), partial(checks.check_stats, OP)
 
 

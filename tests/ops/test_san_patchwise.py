@@ -39,7 +39,8 @@ def make(N, H, W, k, R=3, M=4, Cw=2, C=6, dtype=torch.float64):
             t(M, R * (K + 1)), t(M), t(Cw * K, M), t(Cw * K)]
 
 
-OP = checks.FusedOp(san_patchwise_attention, san_patchwise_ref, san_patchwise_stats, san_patchwise_stats_ref)
+OP = checks.FusedOp(san_patchwise_attention, san_patchwise_ref, san_patchwise_stats,
+                    san_patchwise_stats_ref)
 check_op, check_stats = partial(checks.check_op, OP), partial(checks.check_stats, OP)
 
 
