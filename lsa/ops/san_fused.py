@@ -4,13 +4,18 @@ Layering: :func:`san_pairwise_attention` and :func:`san_pairwise_stats` validate
 call ``torch.ops.lsa.san_pairwise_forward`` / ``san_pairwise_moments`` (C++ CPU / CUDA
 kernels in ``csrc/san_fused/``). Both work tile by tile and never build a tensor with a
 tap axis; their autograd formulas recompute the forward of a tile instead of saving
-activations. Fake implementations let ``torch.compile`` trace them. References (the
-unfused composition): :mod:`lsa.ops.reference.san_fused`. The BatchNorm glue that turns
-SAN's ``gamma`` into these arguments is :mod:`lsa.ops.san_gamma`.
+activations. Fake implementations let ``torch.compile`` trace them. The compiled ops
+take float32 or float64 only; 16-bit activations (bf16, fp16) are cast to float32 here,
+at the op boundary (:func:`compute_dtype`), and the output back to value's dtype, so
+the kernels always accumulate in at least float32 and autograd returns each gradient in
+its input's dtype (costs: float32 copies of the 16-bit activations, which the autograd
+formula saves). References (the unfused composition): :mod:`lsa.ops.reference.san_fused`.
+The BatchNorm glue that turns SAN's ``gamma`` into these arguments is
+:mod:`lsa.ops.san_gamma`.
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 from torch import Tensor
@@ -21,7 +26,8 @@ from ._san_args import PAD_MODES, reflect_min_size
 
 __all__ = ['san_pairwise_attention', 'san_pairwise_stats']
 
-FUSED_DTYPES = (torch.float32, torch.float64)
+FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def _check_tensor(op: str, name: str, t: object, ndim: int) -> Tensor:
@@ -31,24 +37,55 @@ def _check_tensor(op: str, name: str, t: object, ndim: int) -> Tensor:
     return t
 
 
-def _check_same(op: str, **tensors: Tensor) -> None:
-    """All tensors on one device and of one dtype (float32 or float64)."""
+def compute_dtype(op: str, activations: Dict[str, Tensor], params: Dict[str, Tensor]
+                  ) -> torch.dtype:
+    """The fused ops' dtype rule; returns the dtype the kernels compute in.
+
+    All tensors on one device. The activations (u1, u2, value) share one dtype: float32 or
+    float64, and then every parameter has it too (compute in it); or bfloat16 / float16,
+    and then each parameter is that dtype or float32 (what CPU autocast gives: 16-bit
+    activations next to float32 BatchNorm affines and weights) and the kernels compute in
+    float32. Anything else (float64 next to 16-bit, integers) is a TypeError.
+    """
+    tensors = {**activations, **params}
     (n0, t0), *rest = tensors.items()
     for n, t in rest:
         if t.device != t0.device:
             raise RuntimeError(f'{op}: all inputs must be on one device, got {n0} on {t0.device} '
                                f'and {n} on {t.device}')
-        if t.dtype != t0.dtype:
-            raise TypeError(f'{op}: all inputs must have one dtype, got {n0} {t0.dtype} and '
+    dtype = t0.dtype
+    if dtype not in FUSED_DTYPES:
+        raise TypeError(f'{op}: dtype must be float32, float64, bfloat16 or float16, got '
+                        f'{n0} {dtype}')
+    for n, t in activations.items():
+        if t.dtype != dtype:
+            raise TypeError(f'{op}: u1, u2 and value must have one dtype, got {n0} {dtype} and '
                             f'{n} {t.dtype}')
-    if t0.dtype not in FUSED_DTYPES:
-        raise TypeError(f'{op}: dtype must be float32 or float64, got {t0.dtype}')
+    allowed = (dtype, torch.float32) if dtype in HALF_DTYPES else (dtype,)
+    for n, t in params.items():
+        if t.dtype not in allowed:
+            raise TypeError(f'{op}: with {dtype} activations the parameters must be '
+                            f'{" or ".join(map(str, allowed))}, got {n} {t.dtype}')
+    return torch.float32 if dtype in HALF_DTYPES else dtype
+
+
+def in_dtype(dtype: torch.dtype, *tensors: Tensor) -> list:
+    """The tensors in ``dtype`` (no copy where they have it; the cast is differentiable, so
+    each gradient comes back in its input's dtype)."""
+    return [t.to(dtype) for t in tensors]
+
+
+def without_autocast(t: Tensor) -> torch.autocast:
+    """A context with autocast off on ``t``'s device (the fused ops and their glue pick
+    their dtypes themselves: matmuls must not drop to 16 bits)."""
+    return torch.autocast(t.device.type, enabled=False)
 
 
 def check_args(op: str, u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor,
                weight1: Tensor, kernel_size: int, dilation: int, pad_mode: str,
-               patchwise: bool = False, **more: Tensor) -> None:
-    """Clear errors for the arguments of the fused SAN ops (pairwise and patchwise).
+               patchwise: bool = False, **more: Tensor) -> torch.dtype:
+    """Clear errors for the arguments of the fused SAN ops (pairwise and patchwise);
+    returns the compute dtype (:func:`compute_dtype`).
 
     gamma's first layer reads ``Cr`` relation channels (pairwise) or ``Cr * (K + 1)``
     (patchwise: the centre and the unfolded window); its last layer has ``Cw`` rows
@@ -59,7 +96,9 @@ def check_args(op: str, u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor,
         _check_tensor(op, name, t, nd)
     for name, t in more.items():
         _check_tensor(op, name, t, 4 if name == 'value' else (2 if name == 'weight2' else 1))
-    _check_same(op, u1=u1, u2=u2, scale1=scale1, shift1=shift1, weight1=weight1, **more)
+    acts = dict(u1=u1, u2=u2, **({'value': more['value']} if 'value' in more else {}))
+    dtype = compute_dtype(op, acts, dict(scale1=scale1, shift1=shift1, weight1=weight1,
+                                         **{n: t for n, t in more.items() if n != 'value'}))
     if pad_mode not in PAD_MODES:
         raise ValueError(f'{op}: pad_mode must be one of {sorted(PAD_MODES)}, got {pad_mode!r}')
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
@@ -94,6 +133,7 @@ def check_args(op: str, u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor,
         if name in tensors and tuple(tensors[name].shape) != shape:
             raise ValueError(f'{op}: {name} must have shape {shape}, '
                              f'got {tuple(tensors[name].shape)}')
+    return dtype
 
 
 def san_pairwise_attention(u1: Tensor, u2: Tensor, value: Tensor, scale1: Tensor,
@@ -122,23 +162,26 @@ def san_pairwise_attention(u1: Tensor, u2: Tensor, value: Tensor, scale1: Tensor
     Returns:
         (N, C, H, W).
 
-    Dtypes float32/float64; devices CPU and CUDA. Reference:
+    Dtypes: :func:`compute_dtype` (16-bit activations are computed in float32; the output
+    has value's dtype, each gradient its input's); devices CPU and CUDA. Reference:
     :func:`lsa.ops.reference.san_pairwise_ref`.
     """
     op = 'san_pairwise_attention'
-    check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode, value=value,
-           bias1=bias1, weight2=weight2, bias2=bias2)
+    dtype = check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode,
+                       value=value, bias1=bias1, weight2=weight2, bias2=bias2)
     require_kernels('san_pairwise', u1)
-    return torch.ops.lsa.san_pairwise_forward(u1, u2, value, scale1, shift1, weight1, bias1,
-                                              weight2, bias2, kernel_size, dilation,
-                                              PAD_MODES[pad_mode])
+    y = torch.ops.lsa.san_pairwise_forward(
+        *in_dtype(dtype, u1, u2, value, scale1, shift1, weight1, bias1, weight2, bias2),
+        kernel_size, dilation, PAD_MODES[pad_mode])
+    return y.to(value.dtype)
 
 
 def san_pairwise_stats(u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, weight1: Tensor,
                        kernel_size: int, dilation: int = 1, pad_mode: str = 'reflect') -> Tensor:
     """Sum and sum of squares over (N, K, H*W) of ``h = weight1 @ a``,
     ``a = relu(scale1 * r + shift1)`` (the input of gamma's second BatchNorm), fused: (2, M).
-    Arguments as in :func:`san_pairwise_attention`. Reference:
+    Arguments as in :func:`san_pairwise_attention`; the sums are in the compute dtype
+    (float32 for 16-bit input). Reference:
     :func:`lsa.ops.reference.san_pairwise_stats_ref`.
 
     The kernel (``torch.ops.lsa.san_pairwise_moments``) returns ``sum a`` (Cr) and
@@ -147,12 +190,14 @@ def san_pairwise_stats(u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, w
     first layer): ``da = g_a + (G + G^T) a`` for the gradients ``g_a``, ``G`` of the sums.
     """
     op = 'san_pairwise_stats'
-    check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode)
+    dtype = check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode)
     require_kernels('san_pairwise', u1)
-    moments = torch.ops.lsa.san_pairwise_moments(u1, u2, scale1, shift1, kernel_size, dilation,
-                                                 PAD_MODES[pad_mode])
+    moments = torch.ops.lsa.san_pairwise_moments(*in_dtype(dtype, u1, u2, scale1, shift1),
+                                                 kernel_size, dilation, PAD_MODES[pad_mode])
     sum_a, second = moments[0], moments[1:]
-    return torch.stack([weight1 @ sum_a, ((weight1 @ second) * weight1).sum(1)])
+    weight1 = weight1.to(dtype)
+    with without_autocast(u1):
+        return torch.stack([weight1 @ sum_a, ((weight1 @ second) * weight1).sum(1)])
 
 
 def register_tile_ops(name: str, moments_inputs: int,

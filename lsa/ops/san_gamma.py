@@ -15,6 +15,8 @@ tap-expanded tensors, without building those tensors:
 
 Both are differentiable, so autograd sees the same function as the unfused module, and
 ``running_mean``/``running_var``/``num_batches_tracked`` are updated as BatchNorm does.
+With 16-bit activations (a bf16 module, or CPU autocast) the statistics and affines are
+computed in float32 with autocast off, and the fused ops return value's dtype.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .batchnorm import bn_affine
-from .san_fused import san_pairwise_attention, san_pairwise_stats
+from .san_fused import in_dtype, san_pairwise_attention, san_pairwise_stats, without_autocast
 from .san_patchwise import san_patchwise_attention, san_patchwise_stats
 
 __all__ = ['patch_moments', 'relation_moments', 'san_pairwise_gamma_attention',
@@ -55,7 +57,15 @@ def relation_moments(u1: Tensor, u2: Tensor, kernel_size: int, dilation: int = 1
     ``sum r^2 = K sum u1^2 - 2 sum u1 box(u2) + sum cnt u2^2``, where ``cnt`` counts the
     taps reading a pixel and ``box`` sums a pixel's taps. With reflect padding both
     inputs are first shifted by the mean of u1 (r does not change) against cancellation.
+    16-bit inputs are summed in float32 (the results are float32).
     """
+    with without_autocast(u1):
+        return _relation_moments(*in_dtype(_stats_dtype(u1), u1, u2), kernel_size, dilation,
+                                 pad_mode)
+
+
+def _relation_moments(u1: Tensor, u2: Tensor, kernel_size: int, dilation: int,
+                      pad_mode: str) -> Tuple[Tensor, Tensor]:
     N, C, H, W = u1.shape
     K, p = kernel_size * kernel_size, dilation * (kernel_size - 1) // 2
     if pad_mode == 'reflect':
@@ -82,8 +92,16 @@ def patch_moments(u1: Tensor, u2: Tensor, kernel_size: int, dilation: int = 1,
     Channel (c, k) sums u2[c] over the H x W slice of the padded map at tap k's offset;
     one depthwise convolution of the batch sums of padded u2 and u2^2 with an H x W box
     gives all K slices. With reflect padding u2 is first shifted by its mean (the
-    variance does not change) against cancellation.
+    variance does not change) against cancellation. 16-bit inputs are summed in float32
+    (the results are float32).
     """
+    with without_autocast(u1):
+        return _patch_moments(*in_dtype(_stats_dtype(u1), u1, u2), kernel_size, dilation,
+                              pad_mode)
+
+
+def _patch_moments(u1: Tensor, u2: Tensor, kernel_size: int, dilation: int,
+                   pad_mode: str) -> Tuple[Tensor, Tensor]:
     N, R, H, W = u1.shape
     p, count = dilation * (kernel_size - 1) // 2, N * H * W
     centre = u2.detach().mean((0, 2, 3), keepdim=True) if pad_mode == 'reflect' else 0
@@ -97,6 +115,11 @@ def patch_moments(u1: Tensor, u2: Tensor, kernel_size: int, dilation: int = 1,
     var2 = (box[1] - box[0] * box[0]).clamp_min(0)
     return (torch.cat([u1.mean((0, 2, 3)), mean2]),
             torch.cat([u1.var((0, 2, 3), unbiased=False), var2]))
+
+
+def _stats_dtype(t: Tensor) -> torch.dtype:
+    """The dtype statistics of ``t`` are taken in: at least float32."""
+    return torch.promote_types(t.dtype, torch.float32)
 
 
 def _bn_affine(bn: nn.BatchNorm2d, batch_moments: Callable[[], Tuple[Tensor, Tensor]],
@@ -114,7 +137,8 @@ def _bn_affine(bn: nn.BatchNorm2d, batch_moments: Callable[[], Tuple[Tensor, Ten
                 unbiased = var.detach() * (count / max(count - 1, 1))
                 bn.running_var.mul_(1 - f).add_(unbiased, alpha=f)
         return bn_affine(bn, mean, var)
-    return bn_affine(bn)
+    return bn_affine(bn, *in_dtype(_stats_dtype(bn.running_mean), bn.running_mean,
+                                   bn.running_var))
 
 
 def _folded_gamma(gamma: nn.Module, count: int,

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ._ext import HAS_EXT, require_kernels
 from ._san_args import PAD_MODES
-from .san_fused import check_args, register_tile_ops
+from .san_fused import check_args, in_dtype, register_tile_ops
 
 __all__ = ['san_patchwise_attention', 'san_patchwise_stats']
 
@@ -46,30 +46,34 @@ def san_patchwise_attention(u1: Tensor, u2: Tensor, value: Tensor, scale1: Tenso
     Returns:
         (N, C, H, W).
 
-    Dtypes float32/float64; devices CPU and CUDA. Reference:
+    Dtypes: :func:`lsa.ops.san_fused.compute_dtype` (16-bit activations are computed in
+    float32; the output has value's dtype, each gradient its input's); devices CPU and
+    CUDA. Reference:
     :func:`lsa.ops.reference.san_patchwise_ref`.
     """
     op = 'san_patchwise_attention'
-    check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode,
-               patchwise=True, value=value, bias1=bias1, weight2=weight2, bias2=bias2)
+    dtype = check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode,
+                       patchwise=True, value=value, bias1=bias1, weight2=weight2, bias2=bias2)
     require_kernels('san_patchwise', u1)
-    return torch.ops.lsa.san_patchwise_forward(u1, u2, value, scale1, shift1, weight1, bias1,
-                                               weight2, bias2, kernel_size, dilation,
-                                               PAD_MODES[pad_mode])
+    y = torch.ops.lsa.san_patchwise_forward(
+        *in_dtype(dtype, u1, u2, value, scale1, shift1, weight1, bias1, weight2, bias2),
+        kernel_size, dilation, PAD_MODES[pad_mode])
+    return y.to(value.dtype)
 
 
 def san_patchwise_stats(u1: Tensor, u2: Tensor, scale1: Tensor, shift1: Tensor, weight1: Tensor,
                         kernel_size: int, dilation: int = 1, pad_mode: str = 'reflect') -> Tensor:
     """Sum and sum of squares over (N, H*W) of ``h = weight1 @ relu(scale1 * t + shift1)``
-    (the input of gamma's second BatchNorm), fused: (2, M). Arguments as in
-    :func:`san_patchwise_attention`. Reference: :func:`lsa.ops.reference.san_patchwise_stats_ref`.
+    (the input of gamma's second BatchNorm), fused: (2, M), in the compute dtype (float32 for
+    16-bit input). Arguments as in :func:`san_patchwise_attention`. Reference:
+    :func:`lsa.ops.reference.san_patchwise_stats_ref`.
     """
     op = 'san_patchwise_stats'
-    check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode,
-               patchwise=True)
+    dtype = check_args(op, u1, u2, scale1, shift1, weight1, kernel_size, dilation, pad_mode,
+                       patchwise=True)
     require_kernels('san_patchwise', u1)
-    return torch.ops.lsa.san_patchwise_moments(u1, u2, scale1, shift1, weight1, kernel_size,
-                                               dilation, PAD_MODES[pad_mode])
+    return torch.ops.lsa.san_patchwise_moments(*in_dtype(dtype, u1, u2, scale1, shift1, weight1),
+                                               kernel_size, dilation, PAD_MODES[pad_mode])
 
 
 if HAS_EXT and hasattr(torch.ops.lsa, 'san_patchwise_forward'):

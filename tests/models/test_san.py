@@ -469,6 +469,62 @@ def test_fused_attention_close_to_unfused_fp32(training, sa_type):
     check_fused_steps(fused, unfused, torch.randn(2, 32, 10, 9), training, 1e-4, steps=1)
 
 
+def _group_error(got, want):
+    return (max((a.double() - b).abs().max().item() for a, b in zip(got, want))
+            / max(b.abs().max().item() for b in want))
+
+
+def _bf16_step(m, x, g, low_dtype_model):
+    """One call of ``m`` under bf16 CPU autocast (or of ``m`` itself in bf16) and its
+    backward with output gradient ``g``: [output], [input grad], parameter grads, running
+    statistics."""
+    xa = (x.bfloat16() if low_dtype_model else x.clone()).requires_grad_()
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=not low_dtype_model):
+        y = m(xa)
+    grads = torch.autograd.grad(y, [xa, *m.parameters()], g.to(y.dtype))
+    return [y], grads[:1], grads[1:], [b for n, b in m.named_buffers() if 'running' in n]
+
+
+@pytest.mark.parametrize('sa_type', SA_TYPES)
+@pytest.mark.parametrize('training', [False, True])
+@pytest.mark.parametrize('low_dtype_model', [False, True], ids=['autocast', 'bf16_module'])
+def test_fused_attention_bf16_no_worse_than_unfused(low_dtype_model, training, sa_type):
+    """bf16 CPU autocast (float32 parameters) or a bf16 module: fused='auto' takes the fused
+    path and returns the unfused path's dtypes (bf16 output; gradients and running
+    statistics in the parameters' dtype). Against the fp64 module, each error (output, input
+    and parameter gradients, running statistics after the step) is at most 1.5x the
+    unfused path's: both are dominated by the bf16 convolutions around gamma (measured
+    ratios 0.6-1.1, docs/ops.md)."""
+    torch.manual_seed(0)
+    base = randomise_bn(SANAttention(32, 16, kernel_size=7, sa_type=sa_type)).train(training)
+    x = torch.randn(2, 32, 10, 9)
+    ref = copy.deepcopy(base).double()
+    x_ref = (x.bfloat16() if low_dtype_model else x).double().requires_grad_()
+    y_ref = ref(x_ref)
+    g = torch.randn_like(y_ref)
+    grads_ref = torch.autograd.grad(y_ref, [x_ref, *ref.parameters()], g)
+    want = [[y_ref], grads_ref[:1], grads_ref[1:],
+            [b for n, b in ref.named_buffers() if 'running' in n]]
+    errors, dtypes = {}, {}
+    for fused in ('auto', False):
+        m = copy.deepcopy(base)
+        m.fused = fused
+        m = m.bfloat16() if low_dtype_model else m
+        calls = []
+        m.gamma.conv1.register_forward_hook(lambda *a, calls=calls: calls.append(1))
+        got = _bf16_step(m, x, g, low_dtype_model)
+        assert bool(calls) == (fused is False)  # 'auto': the fused path, gamma unused
+        errors[fused] = [_group_error(a, b) for a, b in zip(got, want)]
+        dtypes[fused] = [group[0].dtype for group in got]
+    param = torch.bfloat16 if low_dtype_model else torch.float32
+    x_dtype = torch.bfloat16 if low_dtype_model else torch.float32
+    assert dtypes['auto'] == dtypes[False] == [torch.bfloat16, x_dtype, param, param]
+    for name, e, e_unfused in zip(('output', 'input grad', 'parameter grads', 'running stats'),
+                                  errors['auto'], errors[False]):
+        assert e <= 1.5 * e_unfused, (name, errors)
+    assert errors['auto'][0] <= 2e-2, errors
+
+
 @pytest.mark.parametrize('sa_type', SA_TYPES)
 def test_fused_is_default_and_skips_the_gamma_modules(sa_type):
     m = SANAttention(32, 16, kernel_size=3, sa_type=sa_type).eval()

@@ -1,6 +1,10 @@
 """Fused SAN pairwise attention ops against the unfused references (and BN glue)."""
+from functools import partial
+
 import pytest
 import torch
+from helpers import san_fused_checks as checks
+from helpers.san_fused_checks import assert_all_close, stats_inputs
 from torch.library import opcheck
 
 import lsa.ops._ext as ext
@@ -33,43 +37,9 @@ def make(N, H, W, Cr=5, M=4, Cw=3, C=6, dtype=torch.float64):
             t(Cw, M), t(Cw)]
 
 
-def stats_inputs(ins):
-    return ins[:2] + ins[3:6]
-
-
-def assert_all_close(got, want, rtol, names):
-    """Each tensor to ``rtol`` relative to the largest entry of its group (gradients that
-    are zero in exact arithmetic, e.g. of bias2 under the softmax, are rounding noise)."""
-    scale = max(w.abs().max().item() for w in want)
-    for name, a, b in zip(names, got, want):
-        assert a.shape == b.shape and a.dtype == b.dtype, name
-        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * scale,
-                                   msg=lambda m, name=name: f'{name}: {m}')
-
-
-NAMES = ['u1', 'u2', 'value', 'scale1', 'shift1', 'weight1', 'bias1', 'weight2', 'bias2']
-
-
-def check_op(ins, args, rtol):
-    y = san_pairwise_attention(*ins, *args)
-    y_ref = san_pairwise_ref(*[t.double() for t in ins], *args)
-    g = torch.randn_like(y_ref)
-    grads = torch.autograd.grad(y, ins, g.to(y.dtype))
-    grads_ref = torch.autograd.grad(y_ref, ins, g)
-    assert_all_close([y.double()], [y_ref], rtol, ['output'])
-    assert_all_close([t.double() for t in grads], [t.double() for t in grads_ref], rtol, NAMES)
-
-
-def check_stats(ins, args, rtol):
-    sins = stats_inputs(ins)
-    s = san_pairwise_stats(*sins, *args)
-    s_ref = san_pairwise_stats_ref(*[t.double() for t in sins], *args)
-    g = torch.randn_like(s_ref)
-    grads = torch.autograd.grad(s, sins, g.to(s.dtype))
-    grads_ref = torch.autograd.grad(s_ref, sins, g)
-    assert_all_close([s.double()], [s_ref], rtol, ['stats'])
-    assert_all_close([t.double() for t in grads], [t.double() for t in grads_ref], rtol,
-                     ['u1', 'u2', 'scale1', 'shift1', 'weight1'])
+OP = checks.FusedOp(san_pairwise_attention, san_pairwise_ref, san_pairwise_stats,
+                    san_pairwise_stats_ref)
+check_op, check_stats = partial(checks.check_op, OP), partial(checks.check_stats, OP)
 
 
 @pytest.mark.parametrize('k,d,mode,N,H,W', CASES)
@@ -88,6 +58,22 @@ def test_fp32_close_to_fp64_reference():
                                                                  C=32)]
     check_op(ins, (7, 1, 'reflect'), 1e-4)
     check_stats(ins, (7, 1, 'reflect'), 1e-4)
+
+
+@pytest.mark.parametrize('dtype, params_dtype', checks.HALF_CASES)
+def test_half_precision_close_to_fp64_reference(dtype, params_dtype):
+    """16-bit activations, parameters 16-bit or float32 (as under autocast): computed in
+    float32, so within one rounding of the fp64 reference and better than the unfused
+    composition in 16 bits (helpers.san_fused_checks.check_half_precision)."""
+    ins = make(2, 9, 10, Cr=18, M=16, Cw=8, C=32)
+    checks.check_half_precision(OP, ins, (7, 1, 'reflect'), dtype, params_dtype)
+
+
+def test_compile_bf16():
+    """bf16 activations, float32 parameters through torch.compile: one graph, eager dtypes."""
+    ins = [t.detach().to(torch.bfloat16 if i < 3 else torch.float32).requires_grad_()
+           for i, t in enumerate(make(2, 5, 6))]
+    checks.check_compiles(OP, ins, (3, 1, 'reflect'))
 
 
 @pytest.mark.parametrize('dtype, factor, rtol', [(torch.float64, 100., 1e-10),
@@ -182,7 +168,6 @@ def test_bad_arguments():
         san_pairwise_stats(ins[0], ins[1], ins[3], ins[4], ins[5][:, :3], 3)
     with pytest.raises(ValueError, match='value must be'):
         san_pairwise_attention(*ins[:2], ins[2][:, :5], *ins[3:], 3)
-    with pytest.raises(TypeError, match='dtype must be float32 or float64, got torch.float16'):
-        san_pairwise_attention(*[t.detach().half() for t in ins], 3)
+    checks.check_dtype_errors(OP, ins, 3)
     with pytest.raises(ValueError, match='reflect'):
         san_pairwise_attention(*ins, 11)

@@ -1,7 +1,11 @@
 """Fused SAN patchwise attention ops against the unfused references (and BN glue)."""
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import san_fused_checks as checks
+from helpers.san_fused_checks import assert_all_close, stats_inputs
 from torch.library import opcheck
 
 import lsa.ops._ext as ext
@@ -24,18 +28,6 @@ CASES = [
 ]
 
 
-def assert_all_close(got, want, rtol, names):
-    """Each tensor to ``rtol`` relative to the largest entry of its group."""
-    scale = max(w.abs().max().item() for w in want)
-    for name, a, b in zip(names, got, want):
-        assert a.shape == b.shape and a.dtype == b.dtype, name
-        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * scale,
-                                   msg=lambda m, name=name: f'{name}: {m}')
-
-
-NAMES = ['u1', 'u2', 'value', 'scale1', 'shift1', 'weight1', 'bias1', 'weight2', 'bias2']
-
-
 def make(N, H, W, k, R=3, M=4, Cw=2, C=6, dtype=torch.float64):
     g = torch.Generator().manual_seed(N * 1000 + H * 10 + W + k)
     K = k * k
@@ -47,30 +39,9 @@ def make(N, H, W, k, R=3, M=4, Cw=2, C=6, dtype=torch.float64):
             t(M, R * (K + 1)), t(M), t(Cw * K, M), t(Cw * K)]
 
 
-def stats_inputs(ins):
-    return ins[:2] + ins[3:6]
-
-
-def check_op(ins, args, rtol):
-    y = san_patchwise_attention(*ins, *args)
-    y_ref = san_patchwise_ref(*[t.double() for t in ins], *args)
-    g = torch.randn_like(y_ref)
-    grads = torch.autograd.grad(y, ins, g.to(y.dtype))
-    grads_ref = torch.autograd.grad(y_ref, ins, g)
-    assert_all_close([y.double()], [y_ref], rtol, ['output'])
-    assert_all_close([t.double() for t in grads], [t.double() for t in grads_ref], rtol, NAMES)
-
-
-def check_stats(ins, args, rtol):
-    sins = stats_inputs(ins)
-    s = san_patchwise_stats(*sins, *args)
-    s_ref = san_patchwise_stats_ref(*[t.double() for t in sins], *args)
-    g = torch.randn_like(s_ref)
-    grads = torch.autograd.grad(s, sins, g.to(s.dtype))
-    grads_ref = torch.autograd.grad(s_ref, sins, g)
-    assert_all_close([s.double()], [s_ref], rtol, ['stats'])
-    assert_all_close([t.double() for t in grads], [t.double() for t in grads_ref], rtol,
-                     ['u1', 'u2', 'scale1', 'shift1', 'weight1'])
+OP = checks.FusedOp(san_patchwise_attention, san_patchwise_ref, san_patchwise_stats,
+                    san_patchwise_stats_ref)
+check_op, check_stats = partial(checks.check_op, OP), partial(checks.check_stats, OP)
 
 
 @pytest.mark.parametrize('k,d,mode,N,H,W', CASES)
@@ -90,6 +61,22 @@ def test_fp32_close_to_fp64_reference():
            for t in make(2, 9, 10, 7, R=16, M=8, Cw=8, C=64)]
     check_op(ins, (7, 1, 'reflect'), 1e-4)
     check_stats(ins, (7, 1, 'reflect'), 1e-4)
+
+
+@pytest.mark.parametrize('dtype, params_dtype', checks.HALF_CASES)
+def test_half_precision_close_to_fp64_reference(dtype, params_dtype):
+    """16-bit activations, parameters 16-bit or float32 (as under autocast): computed in
+    float32, so within one rounding of the fp64 reference and better than the unfused
+    composition in 16 bits (helpers.san_fused_checks.check_half_precision)."""
+    ins = make(2, 9, 10, 7, R=4, M=8, Cw=4, C=16)
+    checks.check_half_precision(OP, ins, (7, 1, 'reflect'), dtype, params_dtype)
+
+
+def test_compile_bf16():
+    """bf16 activations, float32 parameters through torch.compile: one graph, eager dtypes."""
+    ins = [t.detach().to(torch.bfloat16 if i < 3 else torch.float32).requires_grad_()
+           for i, t in enumerate(make(2, 5, 6, 3))]
+    checks.check_compiles(OP, ins, (3, 1, 'reflect'))
 
 
 def test_non_contiguous_inputs():
@@ -169,8 +156,7 @@ def test_bad_arguments():
         san_patchwise_attention(*ins[:7], ins[7][:5], ins[8][:5], 3)
     with pytest.raises(ValueError, match='value must be'):
         san_patchwise_attention(*ins[:2], ins[2][:, :5], *ins[3:], 3)
-    with pytest.raises(TypeError, match='dtype must be float32 or float64, got torch.float16'):
-        san_patchwise_attention(*[t.detach().half() for t in ins], 3)
+    checks.check_dtype_errors(OP, ins, 3)
     with pytest.raises(ValueError, match='reflect'):
         san_patchwise_attention(*ins, 11)
     with pytest.raises(RuntimeError, match='san_patchwise_forward: weight2 rows must be a '

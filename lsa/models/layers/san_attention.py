@@ -69,7 +69,8 @@ class SANAttention(nn.Module):
             (:func:`lsa.ops.san_gamma.san_pairwise_gamma_attention` /
             :func:`~lsa.ops.san_gamma.san_patchwise_gamma_attention`: gamma's input, its
             MLP, the softmax (pairwise) and the aggregation tile by tile, no tensor with a
-            tap axis) for float32/float64 input outside autocast. ``'auto'``
+            tap axis; 16-bit activations, as under autocast, are computed in float32 and
+            returned in their dtype). ``'auto'``
             (default): on CPU, in training and inference (faster than the unfused path
             at a fraction of the activation memory; docs/ops.md); on CUDA the unfused
             path, until the fused CUDA kernels have run on a GPU (they compile, but
@@ -190,8 +191,9 @@ class SANAttention(nn.Module):
         # the fused ops fold gamma's norms with local batch statistics: only for plain BN
         local_stats = all(type(bn) is nn.BatchNorm2d or not bn.training
                           for bn in (self.gamma.norm1, self.gamma.norm2))
-        return (wanted and local_stats and x.dtype in FUSED_DTYPES
-                and device in ('cpu', 'cuda') and not torch.is_autocast_enabled(device))
+        # 16-bit input or autocast: the fused ops compute in float32 and return the value's
+        # dtype, as the unfused path does (bf16 under CPU autocast)
+        return wanted and local_stats and x.dtype in FUSED_DTYPES and device in ('cpu', 'cuda')
 
 
 @MODELS.register_module()
