@@ -73,6 +73,13 @@ def test_conv1x1_equals_the_conv_values_and_gradients():
         want = torch.autograd.grad(conv(x), [x, *conv.parameters()], g)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+    # First and second order, and the weight gradient alone (an input without gradient)
+    conv = nn.Conv2d(6, 4, 1).double()
+    xs = torch.randn(3, 6, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w: conv1x1(a, conv), (xs, conv.weight))
+    assert torch.autograd.gradgradcheck(lambda a, w: conv1x1(a, conv), (xs, conv.weight))
+    gw, = torch.autograd.grad(conv1x1(xs.detach(), conv).sum(), conv.weight)
+    torch.testing.assert_close(gw, torch.autograd.grad(conv(xs.detach()).sum(), conv.weight)[0])
 
 
 def test_conv1x1_runs_other_convs_as_modules():
