@@ -7,9 +7,12 @@ faults every 4 KiB page in: about 2.5 ms for a (8, 196, 768) fp32 tensor on the
 development machine, 5-15x the add that wrote it. Models that allocate more large
 temporaries pay more of this, and with two threads it is a larger share of a step.
 
-``glibc``: the defaults (what a plain ``python`` gets). ``retain``: a fixed 32 MiB
-``mmap`` threshold and no trimming, so freed memory is reused without faults (the
-effect of the jemalloc/tcmalloc preload PyTorch's CPU tuning guide suggests, with glibc).
+``glibc``: the environment as it is, with the two variables below removed (glibc's
+defaults, unless the caller preloads another allocator or sets ``GLIBC_TUNABLES``).
+``retain``: a fixed 32 MiB ``mmap`` threshold and no trimming, so freed blocks up to
+32 MiB are reused without faults (close to the jemalloc/tcmalloc preload PyTorch's CPU
+tuning guide suggests). Blocks above 32 MiB, glibc's largest mmap threshold on 64-bit,
+are still fresh ``mmap``s under both settings (e.g. SAN's full-resolution stem maps).
 Both sides of a comparison always run under the same setting.
 """
 from __future__ import annotations

@@ -59,8 +59,8 @@ def compute_dtype(op: str, activations: Dict[str, Tensor], params: Dict[str, Ten
                         f'{n0} {dtype}')
     for n, t in activations.items():
         if t.dtype != dtype:
-            raise TypeError(f'{op}: u1, u2 and value must have one dtype, got {n0} {dtype} and '
-                            f'{n} {t.dtype}')
+            raise TypeError(f'{op}: the activations ({", ".join(activations)}) must have one '
+                            f'dtype, got {n0} {dtype} and {n} {t.dtype}')
     allowed = (dtype, torch.float32) if dtype in HALF_DTYPES else (dtype,)
     for n, t in params.items():
         if t.dtype not in allowed:
@@ -69,7 +69,7 @@ def compute_dtype(op: str, activations: Dict[str, Tensor], params: Dict[str, Ten
     return torch.float32 if dtype in HALF_DTYPES else dtype
 
 
-def in_dtype(dtype: torch.dtype, *tensors: Tensor) -> list:
+def in_dtype(dtype: torch.dtype, *tensors: Tensor) -> list[Tensor]:
     """The tensors in ``dtype`` (no copy where they have it; the cast is differentiable, so
     each gradient comes back in its input's dtype)."""
     return [t.to(dtype) for t in tensors]
@@ -234,6 +234,17 @@ def register_tile_ops(name: str, moments_inputs: int,
     torch.library.register_autograd(
         f'lsa::{name}_moments', _backward(getattr(torch.ops.lsa, f'{name}_moments_backward')),
         setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, moments_inputs))
+
+    def _no_double_backward(ctx, *grads):
+        raise NotImplementedError(
+            f'lsa::{name}: double backward (a gradient of the gradient) is not supported by the '
+            "fused op; build SANAttention with fused=False (or fused='eval') for that")
+
+    # Without an autograd formula the backward ops would be treated as constants under
+    # create_graph=True: a silently zero second-order term. Differentiating them raises.
+    for op in (f'lsa::{name}_backward', f'lsa::{name}_moments_backward'):
+        torch.library.register_autograd(op, _no_double_backward,
+                                        setup_context=lambda ctx, inputs, output: None)
 
 
 if HAS_EXT and hasattr(torch.ops.lsa, 'san_pairwise_forward'):

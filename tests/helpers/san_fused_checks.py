@@ -150,10 +150,13 @@ def check_dtype_errors(op: FusedOp, ins: Sequence[Tensor], kernel_size: int) -> 
     with pytest.raises(TypeError, match='dtype must be float32, float64, bfloat16 or '
                                         'float16, got u1 torch.int32'):
         op.attention(*[t.detach().int() for t in ins], kernel_size)
-    with pytest.raises(TypeError, match='u1, u2 and value must have one dtype, got u1 '
-                                        'torch.bfloat16 and value torch.float32'):
+    with pytest.raises(TypeError, match=r'the activations \(u1, u2, value\) must have one '
+                                        'dtype, got u1 torch.bfloat16 and value torch.float32'):
         op.attention(ins[0].bfloat16(), ins[1].bfloat16(), ins[2].float(), *ins[3:],
                      kernel_size)
+    with pytest.raises(TypeError, match=r'the activations \(u1, u2\) must have one dtype, '
+                                        'got u1 torch.bfloat16 and u2 torch.float32'):
+        op.stats(ins[0].bfloat16(), ins[1].float(), *stats_inputs(ins)[2:], kernel_size)
     with pytest.raises(TypeError, match='with torch.float64 activations the parameters must '
                                         'be torch.float64, got scale1 torch.bfloat16'):
         op.attention(*ins[:3], ins[3].bfloat16(), *ins[4:], kernel_size)
@@ -161,3 +164,17 @@ def check_dtype_errors(op: FusedOp, ins: Sequence[Tensor], kernel_size: int) -> 
                                         'be torch.bfloat16 or torch.float32, got weight1 '
                                         'torch.float64'):
         op.stats(*[t.bfloat16() for t in stats_inputs(ins)[:4]], ins[5], kernel_size)
+
+
+def check_refuses_double_backward(op: FusedOp, ins: Sequence[Tensor], args: tuple) -> None:
+    """A gradient of the gradient through either fused op raises (it would otherwise be a
+    silent zero: the backward kernels have no derivative), while the first-order gradients
+    taken with ``create_graph=True`` still equal those without it."""
+    for fn, tensors in ((op.attention, list(ins)), (op.stats, stats_inputs(ins))):
+        y = fn(*tensors, *args)
+        g1 = torch.autograd.grad(y.square().sum(), tensors, create_graph=True)
+        want = torch.autograd.grad(fn(*tensors, *args).square().sum(), tensors)
+        for a, b in zip(g1, want):
+            torch.testing.assert_close(a.detach(), b)
+        with pytest.raises(NotImplementedError, match='double backward'):
+            torch.autograd.grad(sum(g.square().sum() for g in g1), tensors)

@@ -7,7 +7,7 @@ import torch.nn.utils.prune
 from torch import nn
 
 from lsa.models.backbones.san import SAN
-from lsa.models.layers.fast_paths import batch_norm_, conv1x1, max_pool_2x2
+from lsa.models.layers.fast_paths import _Conv1x1GEMM, batch_norm_, conv1x1, max_pool_2x2
 
 
 def _bn(channels: int = 8) -> nn.BatchNorm2d:
@@ -73,13 +73,39 @@ def test_conv1x1_equals_the_conv_values_and_gradients():
         want = torch.autograd.grad(conv(x), [x, *conv.parameters()], g)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
-    # First and second order, and the weight gradient alone (an input without gradient)
+    # The GEMM's own autograd: first and second order, forward mode, batched gradients
+    xs = torch.randn(3, 6, 6, dtype=torch.float64, requires_grad=True)
+    ws = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_Conv1x1GEMM.apply, (xs, ws), check_forward_ad=True,
+                                    check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(_Conv1x1GEMM.apply, (xs, ws))
+    # the weight gradient alone (an input without gradient), torch.func, an empty batch
     conv = nn.Conv2d(6, 4, 1).double()
-    xs = torch.randn(3, 6, 2, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, w: conv1x1(a, conv), (xs, conv.weight))
-    assert torch.autograd.gradgradcheck(lambda a, w: conv1x1(a, conv), (xs, conv.weight))
-    gw, = torch.autograd.grad(conv1x1(xs.detach(), conv).sum(), conv.weight)
-    torch.testing.assert_close(gw, torch.autograd.grad(conv(xs.detach()).sum(), conv.weight)[0])
+    xd = x.detach()
+    gw, = torch.autograd.grad(conv1x1(xd, conv).sum(), conv.weight)
+    torch.testing.assert_close(gw, torch.autograd.grad(conv(xd).sum(), conv.weight)[0])
+    torch.testing.assert_close(torch.func.grad(lambda a: conv1x1(a, conv).sum())(xd),
+                               torch.func.grad(lambda a: conv(a).sum())(xd))
+    torch.testing.assert_close(torch.func.vmap(lambda a: conv1x1(a, conv))(xd[None].repeat(2, 1, 1, 1, 1)),
+                               conv(xd)[None].repeat(2, 1, 1, 1, 1))
+    assert conv1x1(xd[:0], conv).shape == (0, 4, 5, 7)
+
+
+def test_conv1x1_under_autocast_computes_and_differentiates_as_autocasts_bmm():
+    torch.manual_seed(0)
+    conv, x = nn.Conv2d(6, 4, 1), torch.randn(2, 6, 5, 7, requires_grad=True)
+    grads = []
+    for f in (lambda a: conv1x1(a, conv),
+              lambda a: torch.bmm(conv.weight.view(1, 4, 6).expand(2, 4, 6), a.flatten(2))
+              .view(2, 4, 5, 7).add_(conv.bias.view(1, -1, 1, 1))):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            y = f(x)
+        assert y.dtype == torch.bfloat16
+        grads.append((y, *torch.autograd.grad(y.float().square().sum(), [x, *conv.parameters()])))
+    for a, b in zip(*grads):  # the weight gradient's sum over the batch is rounded to bf16
+        assert a.dtype == b.dtype  # in another order: within a few bf16 units (2^-8)
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2,
+                                   atol=2e-2 * b.float().abs().max().item())
 
 
 def test_conv1x1_runs_other_convs_as_modules():

@@ -479,25 +479,55 @@ def test_hswish_gradient_is_autograds_bitwise_and_keeps_only_the_input():
     assert len(saved) == 1 and saved[0] is a
 
 
-def test_inplace_hswish_is_bitwise_and_the_eval_branch_leaves_its_input_alone():
+def test_inplace_hswish_is_bitwise_and_used_only_where_it_is_safe(monkeypatch):
+    import lsa.models.layers.locality_ffn as lff_mod
     from lsa.models.layers.locality_ffn import _HSWISH_SLICE, HSwish, _hswish_
     x = torch.randn(2 * _HSWISH_SLICE + 7) * 4  # two whole slices and a short one
     x[:5] = torch.tensor([-3.0, 3.0, 0.0, -6.0, 6.0])
     expect = x * (torch.nn.functional.relu6(x + 3.0) / 6.0)
     y = x.clone()
     assert _hswish_(y) is y and torch.equal(y, expect)
-    # The branch acts in place on its own intermediates only when no gradient flows; its
-    # eval output equals the out-of-place (autograd) path bitwise and the input is untouched.
-    for act in ('hs+se', 'hs', 'relu6'):
-        lff = LocalityFeedForward(16, 64, act=act).eval()
-        for bn in (lff.bn1, lff.bn2, lff.bn3):
+    calls = []
+    monkeypatch.setattr(lff_mod, '_hswish_', lambda t: calls.append(t) or _hswish_(t))
+    # eval without gradients: in place on the branch's own tensors, bitwise the out-of-place
+    # (autograd) path; every layout of the branch
+    for kw in (dict(act='hs+se'), dict(act='hs'), dict(act='hs', with_dwconv=False),
+               dict(act='hs', hidden_features=16, dw_first=True), dict(act='relu6')):
+        lff = LocalityFeedForward(16, **{'hidden_features': 64, **kw}).eval()
+        for bn in (m for m in lff.modules() if isinstance(m, torch.nn.BatchNorm2d)):
             bn.running_mean.normal_()
             bn.running_var.uniform_(0.5, 2.0)
         x = torch.randn(2, 35, 16)
-        x0 = x.clone()
+        calls.clear()
         with torch.no_grad():
             y = lff(x, (5, 7))
-        assert torch.equal(x, x0)
+        expect_calls = 0 if kw['act'] == 'relu6' else 1 + (lff.dwconv is not None)
+        assert len(calls) == expect_calls, kw
+        assert all(c.data_ptr() != x.data_ptr() for c in calls)
         ref = lff(x.clone().requires_grad_(), (5, 7))
-        assert torch.equal(y, ref.detach()), act
+        assert torch.equal(y, ref.detach()), kw
+    # hooked or replaced activations run as modules (act1 after fc1, act2 after the dwconv)
+    lff = LocalityFeedForward(16, 64, act='hs').eval()
+    seen = []
+    lff.act1.register_forward_hook(lambda m, i, o: seen.append('act1'))
+    lff.act2 = torch.nn.GELU()
+    calls.clear()
+    with torch.no_grad():
+        y = lff(torch.randn(2, 35, 16), (5, 7))
+    assert seen == ['act1'] and calls == []
+    # traced: the module path (the sliced loop would be unrolled for the traced size)
+    lff = LocalityFeedForward(16, 64, act='hs', residual=True).eval()
+
+    class Grid(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lff = lff
+
+        def forward(self, t):
+            return self.lff(t, (5, 7))
+
+    with torch.no_grad():
+        traced = torch.jit.trace(Grid(), torch.randn(1, 35, 16))
+        x4 = torch.randn(4, 35, 16)
+        torch.testing.assert_close(traced(x4), lff(x4, (5, 7)))
     assert isinstance(LocalityFeedForward(16, 64).act1, HSwish)

@@ -108,6 +108,10 @@ def test_gradcheck():
                                     stats_inputs(ins))
 
 
+def test_double_backward_raises():
+    checks.check_refuses_double_backward(OP, make(2, 5, 4), (3, 1, 'reflect'))
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 def test_opcheck(dtype):
     ins = [t.detach().to(dtype).requires_grad_() for t in make(2, 5, 6)]

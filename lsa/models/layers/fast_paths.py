@@ -12,10 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['batch_norm_', 'conv1x1', 'max_pool_2x2']
+__all__ = ['batch_norm_', 'conv1x1', 'max_pool_2x2', 'must_run_module']
 
 
-def _plain(x: Tensor, module: nn.Module | None, cls: type | None = None) -> bool:
+def must_run_module(x: Tensor, module: nn.Module | None, cls: type | None = None) -> bool:
     """Whether the module must run as itself (the fast path does not apply)."""
     if x.device.type != 'cpu' or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return True
@@ -36,29 +36,41 @@ def conv1x1(x: Tensor, conv: nn.Conv2d) -> Tensor:
     output-sized buffer (at SAN's full-resolution stem, 98 MiB at batch 8).
     """
     w = conv.weight
-    if (_plain(x, conv, nn.Conv2d) or w.shape[2:] != (1, 1) or conv.stride != (1, 1)
+    if (must_run_module(x, conv, nn.Conv2d) or w.shape[2:] != (1, 1) or conv.stride != (1, 1)
             or conv.groups != 1 or conv.padding not in ((0, 0), 'valid')
-            or conv.padding_mode != 'zeros' or x.dim() != 4 or not x.is_contiguous()):
+            or conv.padding_mode != 'zeros' or x.dim() != 4 or not x.is_contiguous()
+            or x.shape[0] == 0):
         return conv(x)
     (N, C, H, W), O = x.shape, w.shape[0]
-    y = _Conv1x1GEMM.apply(x.flatten(2), w.view(O, C)).view(N, O, H, W)
+    x2, w2 = x.flatten(2), w.view(O, C)
+    if torch.is_autocast_enabled('cpu'):  # as autocast runs bmm: in its lower precision
+        dtype = torch.get_autocast_dtype('cpu')
+        x2, w2 = x2.to(dtype), w2.to(dtype)
+    y = _Conv1x1GEMM.apply(x2, w2).view(N, O, H, W)
     return y if conv.bias is None else y.add_(conv.bias.view(1, -1, 1, 1))
 
 
 class _Conv1x1GEMM(torch.autograd.Function):
-    """(N, C, L) map, (O, C) weight -> (N, O, L) by one batched GEMM.
+    """(N, C, L) map, (O, C) weight -> (N, O, L) by one batched GEMM (N >= 1).
 
     bmm, not matmul: matmul folds (O, C) @ (N, C, L) into one GEMM with a transposed output.
     The weight gradient is summed over the batch inside N GEMMs; autograd's own backward of
     the expanded weight would build it per sample first, an (N, O, C) tensor (33.5 MB at
-    SAN10's last stage in a batch-4 training step). The backward is made of differentiable
-    ops, so double backward is exact too.
+    SAN10's last stage in a batch-4 training step). Backward and jvp are differentiable
+    ops, so double backward and forward-mode AD are exact; ``torch.func`` transforms work
+    (setup_context, generated vmap rule).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor) -> Tensor:
-        ctx.save_for_backward(x, w)
+    def forward(x: Tensor, w: Tensor) -> Tensor:
         return torch.bmm(w.expand(x.shape[0], *w.shape), x)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
@@ -72,6 +84,15 @@ class _Conv1x1GEMM(torch.autograd.Function):
                 gw = torch.addmm(gw, grad[n], x[n].t())
         return gx, gw
 
+    @staticmethod
+    def jvp(ctx, dx: Tensor | None, dw: Tensor | None) -> Tensor:
+        x, w = ctx.saved_tensors
+        out = None if dx is None else torch.bmm(w.expand(x.shape[0], *w.shape), dx)
+        if dw is not None:
+            term = torch.bmm(dw.expand(x.shape[0], *dw.shape), x)
+            out = term if out is None else out + term
+        return out
+
 
 def batch_norm_(x: Tensor, bn: nn.Module) -> Tensor:
     """``bn(x)``, written into ``x`` in inference.
@@ -81,7 +102,7 @@ def batch_norm_(x: Tensor, bn: nn.Module) -> Tensor:
     so a large map is not held twice. Otherwise (training, other norms, a dtype other
     than the norm's, ...) ``bn(x)``.
     """
-    if (_plain(x, bn, nn.BatchNorm2d) or bn.training or bn.running_mean is None
+    if (must_run_module(x, bn, nn.BatchNorm2d) or bn.training or bn.running_mean is None
             or torch.is_grad_enabled() or x.dtype != bn.running_mean.dtype):
         return bn(x)
     empty = x.new_empty(0)
@@ -100,7 +121,7 @@ def max_pool_2x2(x: Tensor) -> Tensor:
     pool is two element-wise maxima of strided views, a few channels at a time
     (temporaries of ~1 MB): bitwise the same values, NaN included.
     """
-    if _plain(x, None) or torch.is_grad_enabled() or not x.is_contiguous() or x.dim() != 4:
+    if must_run_module(x, None) or torch.is_grad_enabled() or not x.is_contiguous() or x.dim() != 4:
         return F.max_pool2d(x, 2)
     N, C, H, W = x.shape
     H2, W2 = H // 2, W // 2

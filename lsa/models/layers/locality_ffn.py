@@ -19,6 +19,7 @@ from lsa.ops.batchnorm import bn_affine
 from lsa.registry import MODELS, build_block
 
 from .common import check_tokens, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw
+from .fast_paths import must_run_module
 
 # Integer activation codes of the official ``LocalVisionTransformer(act=...)``.
 ACT_CODES = {1: 'relu6', 2: 'hs', 3: 'hs+se', 4: 'hs+eca'}
@@ -281,15 +282,18 @@ class LocalityFeedForward(nn.Module):
         C = y.shape[-1]
         return bn(y.reshape(-1, C, 1, 1)).view(y.shape)
 
-    def _act(self, y: Tensor) -> Tensor:
-        """``act1`` (= ``act2``) on a tensor the branch owns: in place when no gradient flows."""
-        if y.requires_grad:
-            return self.act1(y)
-        if self.act_name == 'relu6':
+    @staticmethod
+    def _act(y: Tensor, act: nn.Module) -> Tensor:
+        """``act(y)`` on a tensor the branch owns: in place when no gradient flows and ``act``
+        is a plain ReLU6 / :class:`HSwish` (the rule of :mod:`~lsa.models.layers.fast_paths`:
+        not a subclass or hooked module, not on another device, not traced or compiled)."""
+        if y.requires_grad or not y.is_contiguous():
+            return act(y)
+        if not must_run_module(y, act, nn.ReLU6):
             return F.relu6(y, inplace=True)
-        if y.device.type == 'cpu' and y.is_contiguous() and not torch.compiler.is_compiling():
+        if not must_run_module(y, act, HSwish):
             return _hswish_(y)
-        return self.act1(y)
+        return act(y)
 
     def _attn(self, y: Tensor) -> Tensor:
         """SE / ECA gate over the token axis of (B, N, hidden)."""
@@ -302,10 +306,10 @@ class LocalityFeedForward(nn.Module):
         """(B, N, C) tokens -> (B, N, out): the branch, channels-last throughout."""
         y = x
         if self.dw_first:
-            y = self._act(self._conv_bn(y, self.dwconv, self.bn2, hw_shape))
-        y = self._act(self._conv_bn(y, self.fc1, self.bn1))
+            y = self._act(self._conv_bn(y, self.dwconv, self.bn2, hw_shape), self.act2)
+        y = self._act(self._conv_bn(y, self.fc1, self.bn1), self.act1)
         if self.dwconv is not None and not self.dw_first:
-            y = self._act(self._conv_bn(y, self.dwconv, self.bn2, hw_shape))
+            y = self._act(self._conv_bn(y, self.dwconv, self.bn2, hw_shape), self.act2)
         return self._conv_bn(self._attn(y), self.fc2, self.bn3)
 
     def forward_tokens(self, x: Tensor, hw_shape: tuple[int, int]) -> Tensor:
