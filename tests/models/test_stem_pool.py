@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lsa.models.backbones.san import SAN, SANStem
+from lsa.models.layers import stem_pool
 from lsa.models.layers.stem_pool import conv_bn_relu_max_pool_2x2, relu_max_pool_backward_
 
 
@@ -54,11 +55,15 @@ def _assert_rel(a: torch.Tensor, b: torch.Tensor, tol: float, name: str) -> None
 
 @pytest.mark.parametrize('dtype, tol', [(torch.float64, 1e-10), (torch.float32, 2e-5)])
 @pytest.mark.parametrize('momentum', [0.1, None])
-@pytest.mark.parametrize('n, h, w', [(1, 7, 11), (3, 9, 6), (2, 8, 8)])
-def test_stem_pool_equals_the_modules(dtype, tol, momentum, n, h, w, monkeypatch):
+@pytest.mark.parametrize('n, h, w, per_chunk', [(1, 7, 11, None), (3, 9, 6, None),
+                                                (3, 9, 6, 2), (2, 8, 8, 1)])
+def test_stem_pool_equals_the_modules(dtype, tol, momentum, n, h, w, per_chunk, monkeypatch):
     """Pooled output, gradients of x / conv weight / BN weight and bias, and the running
     statistics after two steps (momentum None: the cumulative average); odd sizes drop
-    the last row/column."""
+    the last row/column; ``per_chunk`` samples at a time (a shorter last chunk)."""
+    if per_chunk:
+        per_sample = 8 * (h // 2) * (w // 2) * 4 * dtype.itemsize  # (8, 4, H/2 * W/2)
+        monkeypatch.setattr(stem_pool, '_CHUNK_BYTES', per_chunk * per_sample)
     fast, plain = _fast_and_plain(_stem(dtype, momentum), monkeypatch)
     for step in range(2):
         x = _input(n, h, w, dtype) * (1 + step)
