@@ -13,10 +13,11 @@ ceiling, so every one is a fresh mmap whose pages fault in. Here:
   so no ``E[x^2] - E[x]^2`` cancellation; for C = 3 these are tiny);
 - the pooled map is computed a few samples at a time from the four elements of each
   2x2 window (temporaries of a few MB, reused by the allocator);
-- backward recomputes each chunk's window elements, routes the gradient to the element
-  ``F.max_pool2d`` chose through the ReLU (:func:`relu_max_pool_backward_`), and reduces BatchNorm's
-  and the conv's gradients to per-channel sums: with ``dy`` the gradient at the BN output
-  and ``T_o = sum_p dy_o(p) (x(p) - mu)`` (an (O, C) sum over the chosen elements only),
+- backward recomputes each chunk's window elements, routes the gradient through the ReLU
+  to the element ``F.max_pool2d`` chose (:func:`relu_max_pool_backward_`), and reduces
+  BatchNorm's and the conv's gradients to per-channel sums: with ``dy`` the gradient at
+  the BN output and ``T_o = sum_p dy_o(p) (x(p) - mu)`` (an (O, C) sum over the chosen
+  elements only),
   ``dbeta = S1 = sum dy``, ``dgamma = S2 = invstd * (w_o . T_o)``,
   ``dW_o = scale_o (T_o - S2_o invstd_o Cov w_o)`` and
   ``dx = W^T (scale * dy) - W^T (scale S1) / M - W^T diag(scale S2 invstd / M) W (x - mu)``.
