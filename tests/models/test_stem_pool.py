@@ -179,3 +179,13 @@ def test_san_training_step_equals_the_plain_stem(monkeypatch):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-9, atol=1e-9, msg=name)
     for (name, ba), bb in zip(fast.named_buffers(), plain.buffers()):
         torch.testing.assert_close(ba, bb, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_san_training_stem_hooks_fire():
+    """A hooked stem runs as itself in training too (the fast path steps aside)."""
+    model = SAN(arch=dict(widths=(32, 32, 32, 32, 32), layers=(1, 1, 1, 1, 1),
+                          kernels=(3, 3, 3, 3, 3)), out_indices=(0,)).train()
+    seen = []
+    model.stem.register_forward_hook(lambda mod, i, o: seen.append(tuple(o.shape)))
+    out = model(torch.randn(2, 3, 10, 12))
+    assert seen == [(2, 32, 10, 12)] and out[0].shape == (2, 32, 5, 6)
