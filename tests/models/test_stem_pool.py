@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
 
@@ -144,12 +145,32 @@ def test_stem_pool_steps_aside(monkeypatch):
     assert calls.count('forward') == 7 and 'stem' in calls
 
 
+def test_stem_pool_steps_aside_for_torch_func_and_forward_ad(monkeypatch):
+    """torch.func transforms and forward-mode AD see the modules: under forward AD the same
+    tangents; under torch.func.grad the stem module runs (here a stand-in, since a
+    training BatchNorm's running-statistics update is itself refused by torch.func)."""
+    stem = _stem(torch.float64)
+    x = _input(2, 6, 8, torch.float64)
+    ref = copy.deepcopy(stem)
+    ref.register_forward_pre_hook(lambda mod, args: None)
+    tangent = torch.randn_like(x)
+    with fwAD.dual_level():
+        outs = [fwAD.unpack_dual(conv_bn_relu_max_pool_2x2(fwAD.make_dual(x, tangent), m))
+                for m in (stem, ref)]
+    torch.testing.assert_close(outs[0].primal, outs[1].primal, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(outs[0].tangent, outs[1].tangent, rtol=1e-10, atol=1e-12)
+    calls = []
+    monkeypatch.setattr(SANStem, 'forward', lambda self, t: calls.append(1) or t * 2)
+    got = torch.func.grad(lambda t: conv_bn_relu_max_pool_2x2(t, stem).sum())(x)
+    assert calls and torch.equal(got, torch.func.grad(lambda t: F.max_pool2d(t * 2, 2).sum())(x))
+
+
 def test_double_backward_raises():
     """A graph of the backward (create_graph=True) is refused, not silently detached."""
     stem = _stem(torch.float64)
     x = _input(1, 6, 6, torch.float64).requires_grad_()
     out = conv_bn_relu_max_pool_2x2(x, stem)
-    with pytest.raises(RuntimeError, match='no double backward'):
+    with pytest.raises(NotImplementedError, match='double backward'):
         torch.autograd.grad(out.sum(), x, create_graph=True)
     (gx,) = torch.autograd.grad(out.sum(), x)
     assert not gx.requires_grad

@@ -25,6 +25,7 @@ ceiling, so every one is a fresh mmap whose pages fault in. Here:
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 from torch import Tensor
 
@@ -43,7 +44,8 @@ def conv_bn_relu_max_pool_2x2(x: Tensor, stem: nn.Module) -> Tensor:
     In training on CPU (gradient enabled, float32/float64 contiguous NCHW ``x``; ``conv``
     an unhooked 1x1 stride-1 bias-free ``nn.Conv2d``, ``norm`` an affine
     ``nn.BatchNorm2d`` tracking running statistics, ``act`` an ``nn.ReLU``; no hooks on
-    ``stem``) the same values and gradients, and the same running-statistics update,
+    ``stem``; no autocast, tracing, ``torch.compile``, ``torch.func`` transform or
+    forward-mode AD) the same values and gradients, and the same running-statistics update,
     without full-resolution maps (see the module docstring). Otherwise ``stem(x)`` and
     :func:`~lsa.models.layers.fast_paths.max_pool_2x2`. The caller vouches that
     ``stem.forward`` is that composition.
@@ -68,6 +70,10 @@ def _applies(x: Tensor, stem: nn.Module) -> bool:
             or x.dtype not in (torch.float32, torch.float64) or x.dim() != 4
             or not x.is_contiguous() or min(x.shape[2:]) < 2 or x.shape[0] == 0):
         return False
+    if torch._C._functorch.peek_interpreter_stack() is not None or any(
+            fwAD.unpack_dual(t).tangent is not None
+            for t in (x, conv.weight, bn.weight, bn.bias)):
+        return False  # torch.func transforms, forward-mode AD: this Function has neither
     conv_ok = (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
                and conv.padding in ((0, 0), 'valid') and conv.bias is None
                and conv.in_channels == x.shape[1] and conv.weight.dtype == x.dtype)
@@ -182,10 +188,11 @@ class _ConvBNReLUMaxPool2x2(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        if torch.is_grad_enabled():  # create_graph=True
-            raise RuntimeError(
-                'conv_bn_relu_max_pool_2x2 (the training fast path of the SAN stem) has no '
-                'double backward; a forward hook on the stem makes it run the modules')
+        if torch.is_grad_enabled():  # create_graph=True: not a silently constant backward
+            raise NotImplementedError(
+                'conv_bn_relu_max_pool_2x2 (the training fast path of the SAN stem): double '
+                'backward (a gradient of the gradient) is not supported; a forward hook on '
+                'the stem makes it run the modules')
         return _backward(ctx, grad)
 
 
