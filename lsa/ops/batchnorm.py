@@ -1,4 +1,5 @@
-"""BatchNorm as a per-channel affine map, for code that folds it into another op."""
+"""BatchNorm as a per-channel affine map, and its running-statistics update, for code that
+folds it into another op."""
 from __future__ import annotations
 
 import torch
@@ -21,3 +22,23 @@ def bn_affine(bn: nn.modules.batchnorm._BatchNorm, mean: Tensor | None = None,
     if bn.bias is not None:
         shift = shift + bn.bias
     return scale, shift
+
+
+def update_running_stats(bn: nn.modules.batchnorm._BatchNorm, mean: Tensor, var: Tensor,
+                         count: int) -> None:
+    """Update ``bn``'s running statistics with one batch's ``mean`` and biased ``var``
+    (each (C,), taken over ``count`` values per channel) exactly as ``bn.forward`` does
+    in training: ``num_batches_tracked += 1``, then an exponential average with
+    ``momentum`` (``None``: the cumulative average) of the mean and the unbiased variance
+    ``var * count / (count - 1)``. Does nothing unless ``bn`` is training and tracks
+    running statistics.
+    """
+    if not (bn.training and bn.track_running_stats and bn.running_mean is not None):
+        return
+    with torch.no_grad():
+        bn.num_batches_tracked.add_(1)
+        f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        dtype = bn.running_mean.dtype
+        bn.running_mean.mul_(1 - f).add_(mean.detach().to(dtype), alpha=f)
+        unbiased = var.detach() * (count / max(count - 1, 1))
+        bn.running_var.mul_(1 - f).add_(unbiased.to(dtype), alpha=f)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .batchnorm import bn_affine
+from .batchnorm import bn_affine, update_running_stats
 from .san_fused import in_dtype, san_pairwise_attention, san_pairwise_stats, without_autocast
 from .san_patchwise import san_patchwise_attention, san_patchwise_stats
 
@@ -128,14 +128,7 @@ def _bn_affine(bn: nn.BatchNorm2d, batch_moments: Callable[[], Tuple[Tensor, Ten
     statistics exactly when ``bn.forward`` would, and updating its running statistics."""
     if bn.training or bn.running_mean is None:
         mean, var = batch_moments()
-        if bn.training and bn.track_running_stats and bn.running_mean is not None:
-            with torch.no_grad():
-                bn.num_batches_tracked.add_(1)
-                f = (1.0 / float(bn.num_batches_tracked) if bn.momentum is None
-                     else bn.momentum)
-                bn.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
-                unbiased = var.detach() * (count / max(count - 1, 1))
-                bn.running_var.mul_(1 - f).add_(unbiased, alpha=f)
+        update_running_stats(bn, mean, var, count)
         return bn_affine(bn, mean, var)
     return bn_affine(bn, *in_dtype(_stats_dtype(bn.running_mean), bn.running_mean,
                                    bn.running_var))

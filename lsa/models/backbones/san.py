@@ -9,6 +9,7 @@ from torch import Tensor
 from lsa.models.layers.common import maybe_checkpoint
 from lsa.models.layers.fast_paths import batch_norm_, conv1x1, max_pool_2x2
 from lsa.models.layers.san_attention import SA_TYPES
+from lsa.models.layers.stem_pool import conv_bn_relu_max_pool_2x2
 from lsa.ops import reflect_min_size
 from lsa.registry import MODELS, build_block
 from lsa.types import OutIndices
@@ -175,6 +176,14 @@ class SAN(BaseLSABackbone):
     def stage_modules(self, i: int) -> list[nn.Module]:
         return [self.stages[i]]
 
+    def _pooled_stem(self, x: Tensor) -> Tensor:
+        """``max_pool_2x2(self.stem(x))``, stage 0's pool folded in: in CPU training
+        without full-resolution maps (:func:`~lsa.models.layers.stem_pool.
+        conv_bn_relu_max_pool_2x2`), in inference as the stem's fast paths."""
+        if type(self.stem) is SANStem:
+            return conv_bn_relu_max_pool_2x2(x, self.stem)
+        return max_pool_2x2(self.stem(x))
+
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(N, 3, H, W) -> one (N, widths[i], H // 2**(i+1), W // 2**(i+1)) map per out index."""
         H, W = x.shape[-2:]
@@ -182,12 +191,13 @@ class SAN(BaseLSABackbone):
             raise ValueError(
                 f'SAN: input {H}x{W} is too small: the reflect padding of the stages '
                 f'(kernels {self.kernels}) needs height and width >= {self.min_input_size}')
-        x = self.stem(x)
+        x = self._pooled_stem(x)
         feats = {}
         for i in range(max(self.out_indices) + 1):  # later stages are not needed
-            # pool first, so that the previous map (at the stem: full resolution) is freed
-            # before the stage runs unless it is an output
-            x = max_pool_2x2(x)
+            # pool first, so that the previous map is freed before the stage runs unless
+            # it is an output
+            if i > 0:
+                x = max_pool_2x2(x)
             x = self.stages[i](x, with_cp=self.with_cp, pooled=True)
             if i in self.out_indices:
                 feats[i] = x
