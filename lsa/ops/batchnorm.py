@@ -36,9 +36,13 @@ def update_running_stats(bn: nn.modules.batchnorm._BatchNorm, mean: Tensor, var:
     if not (bn.training and bn.track_running_stats and bn.running_mean is not None):
         return
     with torch.no_grad():
-        bn.num_batches_tracked.add_(1)
-        f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-        dtype = bn.running_mean.dtype
-        bn.running_mean.mul_(1 - f).add_(mean.detach().to(dtype), alpha=f)
+        f = bn.momentum
+        if bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+            if f is None:
+                f = 1.0 / float(bn.num_batches_tracked)
+        f = 0.0 if f is None else f  # as nn.BatchNorm2d: no counter, no momentum
+        # in place with the statistics' own (possibly wider) dtype: one rounding per update
+        bn.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
         unbiased = var.detach() * (count / max(count - 1, 1))
-        bn.running_var.mul_(1 - f).add_(unbiased.to(dtype), alpha=f)
+        bn.running_var.mul_(1 - f).add_(unbiased, alpha=f)

@@ -12,6 +12,7 @@ from torch import nn
 
 from lsa.models.backbones.san import SAN, SANStem
 from lsa.models.layers import stem_pool
+from lsa.models.layers.fast_paths import must_run_module
 from lsa.models.layers.stem_pool import conv_bn_relu_max_pool_2x2, relu_max_pool_backward_
 
 
@@ -210,3 +211,91 @@ def test_san_training_stem_hooks_fire():
     model.stem.register_forward_hook(lambda mod, i, o: seen.append(tuple(o.shape)))
     out = model(torch.randn(2, 3, 10, 12))
     assert seen == [(2, 32, 10, 12)] and out[0].shape == (2, 32, 5, 6)
+
+
+def test_backward_hooks_and_fast_stem_false_run_the_modules():
+    """Backward hooks (the module's own or global) fire only if the modules run; SAN's
+    fast_stem=False is the switch for double backward."""
+    x = _input(2, 8, 8, torch.float64).requires_grad_()
+    # (a full backward hook on norm or act, or a global one, fails in the plain modules
+    # themselves: the in-place ReLU modifies the hook's view; the rule is checked below)
+    for where in ('stem', 'conv'):
+        stem, seen = _stem(torch.float64), []
+        module = stem if where == 'stem' else stem.conv
+        handle = module.register_full_backward_hook(lambda *a, seen=seen: seen.append(1))
+        conv_bn_relu_max_pool_2x2(x, stem).sum().backward()
+        handle.remove()
+        assert seen, where
+    relu = nn.ReLU()
+    for register in (relu.register_full_backward_pre_hook,
+                     nn.modules.module.register_module_full_backward_hook,
+                     nn.modules.module.register_module_full_backward_pre_hook):
+        assert not must_run_module(x, relu, nn.ReLU)
+        handle = register(lambda *a: None)
+        assert must_run_module(x, relu, nn.ReLU), register
+        handle.remove()
+    arch = dict(widths=(32, 32, 32, 32, 32), layers=(1, 1, 1, 1, 1), kernels=(3, 3, 3, 3, 3))
+    san = SAN(arch=arch, out_indices=(0,), fast_stem=False,
+              attn_cfg=dict(type='lsa.SANAttention', fused=False)).double().train()
+    xs = _input(1, 32, 32, torch.float64).requires_grad_()
+    g, = torch.autograd.grad(san(xs)[0].square().sum(), xs, create_graph=True)
+    g.square().sum().backward()  # second order through the plain stem and attention
+    assert xs.grad is not None and torch.isfinite(xs.grad).all()
+
+
+@pytest.mark.parametrize('dtype, tol', [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_offset_input_frozen_weight_and_chunked_moments(monkeypatch, dtype, tol):
+    """An input with a large DC offset (the BN statistics and T cancel it), a frozen conv
+    weight (only some gradients asked), and the moments accumulated over several chunks."""
+    monkeypatch.setattr(stem_pool, '_CHUNK_BYTES', 1)  # one sample per chunk, moments too
+    stem = _stem(dtype)
+    stem.conv.weight.requires_grad_(False)
+    fast, plain = _fast_and_plain(stem, monkeypatch)
+    x = (_input(3, 9, 7, dtype) + 50.0).requires_grad_()
+    x_ref = x.detach().double().requires_grad_()
+    ref_stem = copy.deepcopy(plain).double()
+    out = conv_bn_relu_max_pool_2x2(x, fast)
+    ref = conv_bn_relu_max_pool_2x2(x_ref, ref_stem)  # the plain modules, in float64
+    _assert_rel(out.double(), ref, tol, 'output')
+    g = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, [x, fast.norm.weight, fast.norm.bias], g.to(dtype))
+    want = torch.autograd.grad(ref, [x_ref, ref_stem.norm.weight, ref_stem.norm.bias], g)
+    for a, b, name in zip(grads, want, ('x', 'bn weight', 'bn bias')):
+        _assert_rel(a.double(), b, tol, name)
+    for name in ('running_mean', 'running_var'):
+        _assert_rel(getattr(fast.norm, name).double(), getattr(ref_stem.norm, name), tol, name)
+
+
+@pytest.mark.parametrize('dtype, tol', [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize('n, h, w, per_chunk', [(1, 7, 11, None), (3, 9, 6, 2)])
+def test_inference_path_equals_the_modules(monkeypatch, dtype, tol, n, h, w, per_chunk):
+    """No gradient, BatchNorm in eval mode: the folded conv + BatchNorm, chunk by chunk,
+    equals the plain modules up to rounding (the fold), also under inference_mode; the
+    stem module does not run."""
+    stem = _stem(dtype).eval()
+    stem.norm.running_var.uniform_(0.5, 2.0)
+    if per_chunk is not None:
+        monkeypatch.setattr(stem_pool, '_CHUNK_BYTES', per_chunk * 8 * 4 * (h // 2) * (w // 2)
+                            * torch.finfo(dtype).bits // 8)
+    fast, plain = _fast_and_plain(stem, monkeypatch)
+    x = _input(n, h, w, dtype)
+    want = F.max_pool2d(plain(x), 2)
+    for ctx in (torch.no_grad(), torch.inference_mode()):
+        with ctx:
+            _assert_rel(conv_bn_relu_max_pool_2x2(x, fast), want.detach(), tol, 'output')
+
+
+def test_san_inference_equals_the_plain_stem(monkeypatch):
+    torch.manual_seed(0)
+    arch = dict(widths=(32, 32, 32, 32, 32), layers=(1, 1, 1, 1, 1), kernels=(3, 3, 3, 3, 3))
+    fast = SAN(arch=arch, out_indices=(0, 2)).double().eval()
+    for mod in fast.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.normal_()
+            mod.running_var.uniform_(0.5, 2.0)
+    plain = copy.deepcopy(fast)
+    plain.fast_stem = False
+    x = _input(2, 33, 26, torch.float64)
+    with torch.no_grad():
+        for a, b in zip(fast(x), plain(x)):
+            _assert_rel(a, b, 1e-10, 'output')

@@ -97,6 +97,10 @@ class SAN(BaseLSABackbone):
         norm_eval: Keep BatchNorm layers in eval mode while training.
         with_cp: Gradient checkpointing per block (same outputs, less memory).
         compile: :func:`torch.compile` the backbone (see :mod:`lsa.models.backbones.base`).
+        fast_stem: In CPU training, run the stem and the first pool without
+            full-resolution maps (:func:`~lsa.models.layers.stem_pool.
+            conv_bn_relu_max_pool_2x2`; same values). It has no double backward: set False
+            for gradients of gradients (with ``attn_cfg=dict(fused=False)`` as well).
         init_cfg: mmengine init config (e.g. ``dict(type='Pretrained', ...)``).
 
     Example:
@@ -118,10 +122,11 @@ class SAN(BaseLSABackbone):
     def __init__(self, arch: str | dict = 'san10', sa_type: str | None = None,
                  attn_cfg: dict | None = None, out_indices: OutIndices = (4,),
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 compile: bool | dict = False,
+                 compile: bool | dict = False, fast_stem: bool = True,
                  init_cfg: dict | list | None = None) -> None:
         super().__init__(frozen_stages=frozen_stages, norm_eval=norm_eval, with_cp=with_cp,
                          init_cfg=init_cfg, compile=compile)
+        self.fast_stem = fast_stem
         arch, arch_sa_type = self._parse_arch(arch)
         sa_type = sa_type or arch_sa_type or 'pairwise'
         if sa_type not in SA_TYPES:
@@ -180,7 +185,7 @@ class SAN(BaseLSABackbone):
         """``max_pool_2x2(self.stem(x))``, stage 0's pool folded in: in CPU training
         without full-resolution maps (:func:`~lsa.models.layers.stem_pool.
         conv_bn_relu_max_pool_2x2`), in inference as the stem's fast paths."""
-        if type(self.stem) is SANStem:
+        if self.fast_stem and type(self.stem) is SANStem:
             return conv_bn_relu_max_pool_2x2(x, self.stem)
         return max_pool_2x2(self.stem(x))
 

@@ -15,16 +15,24 @@ from torch import Tensor
 __all__ = ['batch_norm_', 'conv1x1', 'max_pool_2x2', 'must_run_module']
 
 
+_GLOBAL_HOOKS = ('_global_forward_hooks', '_global_forward_pre_hooks',
+                 '_global_backward_hooks', '_global_backward_pre_hooks')
+_MODULE_HOOKS = ('_forward_hooks', '_forward_pre_hooks', '_backward_hooks',
+                 '_backward_pre_hooks')
+
+
 def must_run_module(x: Tensor, module: nn.Module | None, cls: type | None = None) -> bool:
-    """Whether the module must run as itself (the fast path does not apply)."""
-    if x.device.type != 'cpu' or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    """Whether the module must run as itself (the fast path does not apply): ``x`` not a
+    plain CPU tensor (another device, a tensor subclass such as a fake tensor), graph
+    capture, or ``module`` not exactly ``cls`` or with any forward or backward hook (its
+    own or a global one)."""
+    if (x.device.type != 'cpu' or type(x) is not torch.Tensor or torch.jit.is_tracing()
+            or torch.compiler.is_compiling()):
         return True
     if module is None:
         return False
-    return (type(module) is not cls or bool(module._forward_hooks)
-            or bool(module._forward_pre_hooks)
-            or bool(nn.modules.module._global_forward_hooks)
-            or bool(nn.modules.module._global_forward_pre_hooks))
+    return (type(module) is not cls or any(getattr(module, h) for h in _MODULE_HOOKS)
+            or any(getattr(nn.modules.module, h) for h in _GLOBAL_HOOKS))
 
 
 def conv1x1(x: Tensor, conv: nn.Conv2d) -> Tensor:

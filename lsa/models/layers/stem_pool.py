@@ -1,6 +1,7 @@
-"""A CPU training fast path for ``max_pool2d(relu(bn(conv1x1(x))), 2)`` (SAN's full-resolution
-stem and the pool in front of its first stage) that allocates no full-resolution map for
-the whole batch.
+"""CPU fast paths for ``max_pool2d(relu(bn(conv1x1(x))), 2)`` (SAN's full-resolution stem
+and the pool in front of its first stage) that allocate no full-resolution map for the
+whole batch: in training, and in inference (BatchNorm folded into the conv, the window
+elements a chunk of samples at a time; at batch 8 the plain stem's map is 98 MB).
 
 The plain modules create about five (N, O, H, W) maps in a training step (conv output, BN
 output, the pool's zero-filled gradient, ReLU's and BN's gradients) plus the pool's int64
@@ -41,24 +42,53 @@ _CHUNK_BYTES = 8 << 20  # per chunk of samples: the (c, O, 4, H//2 * W//2) windo
 def conv_bn_relu_max_pool_2x2(x: Tensor, stem: nn.Module) -> Tensor:
     """``max_pool_2x2(stem(x))`` for a stem computing ``stem.act(stem.norm(stem.conv(x)))``.
 
-    In training on CPU (gradient enabled, float32/float64 contiguous NCHW ``x``; ``conv``
-    an unhooked 1x1 stride-1 bias-free ``nn.Conv2d``, ``norm`` an affine
-    ``nn.BatchNorm2d`` tracking running statistics, ``act`` an ``nn.ReLU``; no hooks on
-    ``stem``; no autocast, tracing, ``torch.compile``, ``torch.func`` transform or
-    forward-mode AD) the same values and gradients, and the same running-statistics update,
-    without full-resolution maps (see the module docstring). Otherwise ``stem(x)`` and
+    On CPU, for a float32/float64 contiguous NCHW ``x``, ``conv`` an unhooked 1x1 stride-1
+    bias-free ``nn.Conv2d``, ``norm`` an affine ``nn.BatchNorm2d`` tracking running
+    statistics, ``act`` an ``nn.ReLU``, no hooks on ``stem``, and no autocast, tracing,
+    ``torch.compile``, ``torch.func`` transform or forward-mode AD, without
+    full-resolution maps (see the module docstring): in training (gradient enabled,
+    ``norm`` training) the same values and gradients and the same running-statistics
+    update; in inference (no gradient, ``norm`` in eval mode) the same values up to
+    rounding (the BatchNorm folded into the conv). Otherwise ``stem(x)`` and
     :func:`~lsa.models.layers.fast_paths.max_pool_2x2`. The caller vouches that
     ``stem.forward`` is that composition.
 
     Shapes: (N, C, H, W) -> (N, O, H // 2, W // 2).
     """
-    if not _applies(x, stem):
-        return max_pool_2x2(stem(x))
-    norm = stem.norm
-    return _ConvBNReLUMaxPool2x2.apply(x, stem.conv.weight, norm.weight, norm.bias, norm)
+    norm = getattr(stem, 'norm', None)
+    if _applies(x, stem, training=True):
+        return _ConvBNReLUMaxPool2x2.apply(x, stem.conv.weight, norm.weight, norm.bias, norm)
+    if _applies(x, stem, training=False):
+        return _pooled_inference(x, stem.conv.weight, norm)
+    return max_pool_2x2(stem(x))
 
 
-def _applies(x: Tensor, stem: nn.Module) -> bool:
+def _pooled_inference(x: Tensor, weight: Tensor, bn: nn.BatchNorm2d) -> Tensor:
+    """Inference (no gradient, BatchNorm on its running statistics): the pooled map from
+    the folded conv + BatchNorm, a chunk of samples at a time (equal to the modules up to
+    rounding: the BatchNorm is folded into the conv)."""
+    scale = bn.weight.double() * (bn.running_var.double() + bn.eps).rsqrt()
+    wk = scale[:, None] * weight.flatten(1).double()
+    shift = bn.bias.double() - scale * bn.running_mean.double()
+    return _pooled(x, torch.cat([wk, shift[:, None]], 1).to(x.dtype))
+
+
+def _pooled(x: Tensor, wk: Tensor) -> Tensor:
+    """``relu(max over each 2x2 window of wk @ [x; 1])``: (N, C, H, W), (O, C + 1) ->
+    (N, O, H // 2, W // 2), a chunk of samples at a time (see :func:`_window_chunks`)."""
+    N, C, H, W = x.shape
+    O = wk.shape[0]
+    out = x.new_empty((N, O, H // 2, W // 2))
+    z = None
+    for n0, xw in _window_chunks(x, O):
+        z = torch.matmul(wk, xw, out=z if z is not None and len(z) == len(xw) else None)
+        torch.amax(z.unflatten(2, (4, -1)), 2, out=out[n0:n0 + len(xw)].flatten(2))
+    return out.relu_()
+
+
+def _applies(x: Tensor, stem: nn.Module, training: bool) -> bool:
+    """Whether the training (gradient enabled, BatchNorm on batch statistics) or the
+    inference (no gradient, BatchNorm on running statistics) fast path applies."""
     conv, bn, act = (getattr(stem, name, None) for name in ('conv', 'norm', 'act'))
     if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
             and isinstance(act, nn.ReLU)):
@@ -66,7 +96,7 @@ def _applies(x: Tensor, stem: nn.Module) -> bool:
     if (must_run_module(x, stem, type(stem)) or must_run_module(x, conv, nn.Conv2d)
             or must_run_module(x, bn, nn.BatchNorm2d) or must_run_module(x, act, nn.ReLU)):
         return False
-    if (not torch.is_grad_enabled() or torch.is_autocast_enabled('cpu')
+    if (torch.is_grad_enabled() != training or torch.is_autocast_enabled('cpu')
             or x.dtype not in (torch.float32, torch.float64) or x.dim() != 4
             or not x.is_contiguous() or min(x.shape[2:]) < 2 or x.shape[0] == 0):
         return False
@@ -77,9 +107,9 @@ def _applies(x: Tensor, stem: nn.Module) -> bool:
     conv_ok = (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
                and conv.padding in ((0, 0), 'valid') and conv.bias is None
                and conv.in_channels == x.shape[1] and conv.weight.dtype == x.dtype)
-    bn_ok = (bn.training and bn.track_running_stats and bn.running_mean is not None
-             and bn.affine and bn.num_features == conv.out_channels
-             and bn.weight.dtype == x.dtype)
+    bn_ok = (bn.training == training and bn.track_running_stats
+             and bn.running_mean is not None and bn.affine
+             and bn.num_features == conv.out_channels and bn.weight.dtype == x.dtype)
     return conv_ok and bn_ok
 
 
@@ -169,30 +199,24 @@ class _ConvBNReLUMaxPool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, gamma: Tensor, beta: Tensor,
                 bn: nn.BatchNorm2d) -> Tensor:
-        N, C, H, W = x.shape
-        O, count = weight.shape[0], N * H * W
+        count = x.numel() // x.shape[1]
         w64 = weight.detach().flatten(1).double()
         mu, cov = _input_moments(x)
         mean, var = w64 @ mu, ((w64 @ cov) * w64).sum(1).clamp_min(0)
         update_running_stats(bn, mean, var, count)
         invstd = (var + bn.eps).rsqrt()
         wk = _folded(w64, gamma.detach().double() * invstd, mu, beta)
-        out = x.new_empty((N, O, H // 2, W // 2))
-        z = None
-        for n0, xw in _window_chunks(x, O):
-            z = torch.matmul(wk, xw, out=z if z is not None and len(z) == len(xw) else None)
-            torch.amax(z.unflatten(2, (4, -1)), 2, out=out[n0:n0 + len(xw)].flatten(2))
         ctx.save_for_backward(x, weight, gamma, beta)
         ctx.stats = (mu, cov, invstd)
-        return out.relu_()
+        return _pooled(x, wk)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         if torch.is_grad_enabled():  # create_graph=True: not a silently constant backward
             raise NotImplementedError(
                 'conv_bn_relu_max_pool_2x2 (the training fast path of the SAN stem): double '
-                'backward (a gradient of the gradient) is not supported; a forward hook on '
-                'the stem makes it run the modules')
+                'backward (a gradient of the gradient) is not supported; build SAN with '
+                'fast_stem=False (and SANAttention with fused=False) for that')
         return _backward(ctx, grad)
 
 
@@ -208,7 +232,8 @@ def _backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
     grad = grad.contiguous()
     need_x = ctx.needs_input_grad[0]
     dx = torch.zeros_like(x) if need_x else None
-    t = x.new_zeros((O, C + 1), dtype=f64)  # [sum_p dy(p) x(p)^T, sum_p dy(p)]
+    t = x.new_zeros((O, C + 1), dtype=f64)  # [sum_p dy(p) (x(p) - mu)^T, sum_p dy(p)]
+    mu_x = mu.to(x.dtype).view(1, C, 1)
     z = None
     for n0, xw in _window_chunks(x, O):
         c = len(xw)
@@ -216,14 +241,14 @@ def _backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         # dy, the gradient at BN's output (zero outside the pooling windows' choices)
         dy = relu_max_pool_backward_(z.unflatten(2, (4, -1)), grad[n0:n0 + c].flatten(2))
         dy = dy.flatten(2)
+        xw[:, :C] -= mu_x  # centred for the product: no cancellation against s1 * mu
         t += torch.matmul(dy, xw.transpose(1, 2)).sum(0, dtype=f64)
         if need_x:  # W^T (scale * dy), back to the window elements' places
             part = torch.matmul(wk[:, :C].t(), dy)
             H2, W2 = H // 2, W // 2
             dx[n0:n0 + c, :, :2 * H2, :2 * W2].unflatten(3, (W2, 2)).unflatten(
                 2, (H2, 2)).copy_(part.view(c, C, 2, 2, H2, W2).permute(0, 1, 4, 2, 5, 3))
-    s1 = t[:, C]
-    t = t[:, :C] - s1[:, None] * mu  # sum_p dy(p) (x(p) - mu)
+    s1, t = t[:, C], t[:, :C] - t[:, C:] * (mu - mu_x.view(C).double())  # exact centring
     s2 = invstd * (w64 * t).sum(1)
     grad_w = scale[:, None] * (t - (s2 * invstd)[:, None] * (w64 @ cov))
     if need_x:
