@@ -489,8 +489,8 @@ def _bf16_step(m, x, g, low_dtype_model):
 @pytest.mark.parametrize('training', [False, True])
 @pytest.mark.parametrize('low_dtype_model', [False, True], ids=['autocast', 'bf16_module'])
 def test_fused_attention_bf16_no_worse_than_unfused(low_dtype_model, training, sa_type):
-    """bf16 CPU autocast (float32 parameters) or a bf16 module: fused='auto' takes the fused
-    path and returns the unfused path's dtypes (bf16 output; gradients and running
+    """bf16 CPU autocast (float32 parameters) or a bf16 module: the fused path (taken by
+    'auto' too, except a patchwise training step on a map this small) returns the unfused path's dtypes (bf16 output; gradients and running
     statistics in the parameters' dtype). Against the fp64 module, each error (output, input
     and parameter gradients, running statistics after the step) is at most 1.5x the
     unfused path's: both are dominated by the bf16 convolutions around gamma (measured
@@ -506,23 +506,23 @@ def test_fused_attention_bf16_no_worse_than_unfused(low_dtype_model, training, s
     want = [[y_ref], grads_ref[:1], grads_ref[1:],
             [b for n, b in ref.named_buffers() if 'running' in n]]
     errors, dtypes = {}, {}
-    for fused in ('auto', False):
+    for fused in (True, False):
         m = copy.deepcopy(base)
         m.fused = fused
         m = m.bfloat16() if low_dtype_model else m
         calls = []
         m.gamma.conv1.register_forward_hook(lambda *a, calls=calls: calls.append(1))
         got = _bf16_step(m, x, g, low_dtype_model)
-        assert bool(calls) == (fused is False)  # 'auto': the fused path, gamma unused
+        assert bool(calls) == (fused is False)  # fused: gamma's modules unused
         errors[fused] = [_group_error(a, b) for a, b in zip(got, want)]
         dtypes[fused] = [group[0].dtype for group in got]
     param = torch.bfloat16 if low_dtype_model else torch.float32
     x_dtype = torch.bfloat16 if low_dtype_model else torch.float32
-    assert dtypes['auto'] == dtypes[False] == [torch.bfloat16, x_dtype, param, param]
+    assert dtypes[True] == dtypes[False] == [torch.bfloat16, x_dtype, param, param]
     for name, e, e_unfused in zip(('output', 'input grad', 'parameter grads', 'running stats'),
-                                  errors['auto'], errors[False]):
+                                  errors[True], errors[False]):
         assert e <= 1.5 * e_unfused, (name, errors)
-    assert errors['auto'][0] <= 2e-2, errors
+    assert errors[True][0] <= 2e-2, errors
 
 
 @pytest.mark.parametrize('sa_type', SA_TYPES)
@@ -539,7 +539,8 @@ def test_fused_is_default_and_skips_the_gamma_modules(sa_type):
     torch.testing.assert_close(unfused(x), y, rtol=1e-5, atol=1e-5)
     assert list(unfused.state_dict()) == list(m.state_dict())
     m.train()
-    m(x).sum().backward()  # a training step is fused too by default (on CPU)
+    xt = torch.randn(1, 32, 28, 28)  # patchwise trains fused from 28x28 up ('auto')
+    m(xt).sum().backward()  # a training step is fused too by default (on CPU)
     assert not calls
     m.fused = 'eval'
     with torch.no_grad():  # 'eval': training mode without gradients is inference: fused
@@ -579,6 +580,25 @@ def test_fused_auto_is_cpu_only():
     assert m._fused_applies(cpu) and m._fused_applies(cuda)
     m.fused = False
     assert not m._fused_applies(cpu)
+
+
+def test_fused_auto_trains_patchwise_unfused_on_small_maps():
+    """'auto': a patchwise training step on a map under PATCHWISE_FUSED_MIN_PIXELS takes the
+    unfused path (faster there); inference, the pairwise form and fused=True stay fused."""
+    from lsa.models.layers.san_attention import PATCHWISE_FUSED_MIN_PIXELS
+    assert PATCHWISE_FUSED_MIN_PIXELS == 28 * 28
+    small, large = torch.randn(1, 32, 27, 28), torch.randn(1, 32, 28, 28)
+    for sa_type in SA_TYPES:
+        m = SANAttention(32, 16, kernel_size=3, sa_type=sa_type).train()
+        assert m._fused_applies(large)
+        assert m._fused_applies(small) == (sa_type == 'pairwise')
+        with torch.no_grad():
+            assert m._fused_applies(small)
+        m.fused = True
+        assert m._fused_applies(small)
+        m.fused = 'auto'
+        m.eval()
+        assert m._fused_applies(small)
 
 
 @pytest.mark.parametrize('sa_type', SA_TYPES)

@@ -40,6 +40,14 @@ def san_position(H: int, W: int, like: Tensor) -> Tensor:
     return torch.stack([xs.view(1, W).expand(H, W), ys.view(H, 1).expand(H, W)]).unsqueeze(0)
 
 
+#: Smallest map (H * W) on which ``fused='auto'`` takes the fused op for a patchwise
+#: training step. Below it the unfused step was faster (SANAttention(C, C, 7), batch 4,
+#: forward + backward, 2 threads, medians of 5: 28x28 C=128 38 vs 42 ms fused vs unfused,
+#: 14x14 C=256 43 vs 30 ms, 7x7 C=512 63 vs 27 ms; the pairwise op and inference stay
+#: fused: faster at every SAN10 stage). docs/ops.md, fused patchwise section.
+PATCHWISE_FUSED_MIN_PIXELS = 28 * 28
+
+
 @MODELS.register_module()
 class SANAttention(nn.Module):
     """SAN self-attention with interleaved weight sharing and reflect padding.
@@ -72,7 +80,9 @@ class SANAttention(nn.Module):
             tap axis; 16-bit activations, as under autocast, are computed in float32 and
             returned in their dtype). ``'auto'``
             (default): on CPU, in training and inference (faster than the unfused path
-            at a fraction of the activation memory; docs/ops.md); on CUDA the unfused
+            at a fraction of the activation memory; docs/ops.md), except a patchwise
+            training step on maps under 28x28 pixels (there the unfused path is faster:
+            :data:`PATCHWISE_FUSED_MIN_PIXELS`); on CUDA the unfused
             path, until the fused CUDA kernels have run on a GPU (they compile, but
             have not). ``True``: on CPU and CUDA; ``'eval'``: only in eval mode or
             without gradients; ``False``: never, the unfused composition below. Same
@@ -186,7 +196,10 @@ class SANAttention(nn.Module):
     def _fused_applies(self, x: Tensor) -> bool:
         device = x.device.type
         training = self.training and torch.is_grad_enabled()
-        wanted = (self.fused is True or (self.fused == 'auto' and device == 'cpu')
+        auto = device == 'cpu' and not (
+            training and self.sa_type == 'patchwise'
+            and x.shape[-2] * x.shape[-1] < PATCHWISE_FUSED_MIN_PIXELS)
+        wanted = (self.fused is True or (self.fused == 'auto' and auto)
                   or (self.fused == 'eval' and not training))
         # the fused ops fold gamma's norms with local batch statistics: only for plain BN
         local_stats = all(type(bn) is nn.BatchNorm2d or not bn.training
@@ -194,6 +207,7 @@ class SANAttention(nn.Module):
         # 16-bit input or autocast: the fused ops compute in float32 and return the value's
         # dtype, as the unfused path does (bf16 under CPU autocast)
         return wanted and local_stats and x.dtype in FUSED_DTYPES and device in ('cpu', 'cuda')
+
 
 
 @MODELS.register_module()
