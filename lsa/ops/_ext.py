@@ -1,7 +1,8 @@
 """The one place that loads the compiled extension ``lsa._C``.
 
 ``HAS_EXT`` says whether it loaded; :func:`require_ext` raises one clear error
-that says how to build it. Nothing else in lsa imports ``lsa._C``.
+that says how to build it. Nothing else in lsa imports ``lsa._C``. Also the one rule for
+compiled backward ops without a derivative: :func:`refuse_double_backward`.
 """
 from __future__ import annotations
 
@@ -57,3 +58,15 @@ def cuda_version() -> int | None:
     if not has_cuda_kernels():
         return None
     return int(torch.ops.lsa._cuda_version())
+
+
+def refuse_double_backward(ops: tuple[str, ...], message: str) -> None:
+    """Give the compiled backward ops ``ops`` an autograd formula that raises
+    NotImplementedError(``message``): without one, ``create_graph=True`` treats them as
+    constants and a second-order term comes back silently zero."""
+    def backward(ctx, *grads):
+        raise NotImplementedError(message)
+
+    for op in ops:
+        torch.library.register_autograd(op, backward,
+                                        setup_context=lambda ctx, inputs, output: None)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ._checks import autocast_inputs, int_arg, tensor_arg
-from ._ext import HAS_EXT, require_kernels
+from ._ext import HAS_EXT, refuse_double_backward, require_kernels
 
 __all__ = ['elsa']
 
@@ -77,11 +77,6 @@ def _reduced(grads, shapes, mask) -> tuple:
               for g, shape, need in zip(grads, shapes, mask)), None, None, None)
 
 
-def _no_double_backward(ctx, *grads):
-    raise NotImplementedError(f'{_OP}: double backward (a gradient of the gradient) is not '
-                              'supported; use lsa.ops.reference.elsa_ref for that')
-
-
 if HAS_EXT and hasattr(torch.ops.lsa, 'elsa_forward'):
     torch.library.register_fake('lsa::elsa_forward')(_fake_forward)
     torch.library.register_fake('lsa::elsa_backward')(_fake_backward)
@@ -91,9 +86,9 @@ if HAS_EXT and hasattr(torch.ops.lsa, 'elsa_forward'):
     torch.library.register_fake('lsa::elsa_softmax_backward')(_fake_backward)
     torch.library.register_autograd('lsa::elsa_softmax_forward', _softmax_backward,
                                     setup_context=_setup_softmax_context)
-    for _name in ('lsa::elsa_backward', 'lsa::elsa_softmax_backward'):
-        torch.library.register_autograd(_name, _no_double_backward,
-                                        setup_context=lambda ctx, inputs, output: None)
+    refuse_double_backward(('lsa::elsa_backward', 'lsa::elsa_softmax_backward'),
+                           f'{_OP}: double backward (a gradient of the gradient) is not '
+                           'supported; use lsa.ops.reference.elsa_ref for that')
 
 
 def elsa(features: Tensor, attn: Tensor, ghost_mul: Tensor, ghost_add: Tensor,

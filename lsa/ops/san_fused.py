@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ._checks import tensor_arg
-from ._ext import HAS_EXT, require_kernels
+from ._ext import HAS_EXT, refuse_double_backward, require_kernels
 from ._san_args import PAD_MODES, reflect_min_size
 
 __all__ = ['san_pairwise_attention', 'san_pairwise_stats']
@@ -235,16 +235,10 @@ def register_tile_ops(name: str, moments_inputs: int,
         f'lsa::{name}_moments', _backward(getattr(torch.ops.lsa, f'{name}_moments_backward')),
         setup_context=lambda ctx, inputs, output: _setup(ctx, inputs, moments_inputs))
 
-    def _no_double_backward(ctx, *grads):
-        raise NotImplementedError(
-            f'lsa::{name}: double backward (a gradient of the gradient) is not supported by the '
-            "fused op; build SANAttention with fused=False (or fused='eval') for that")
-
-    # Without an autograd formula the backward ops would be treated as constants under
-    # create_graph=True: a silently zero second-order term. Differentiating them raises.
-    for op in (f'lsa::{name}_backward', f'lsa::{name}_moments_backward'):
-        torch.library.register_autograd(op, _no_double_backward,
-                                        setup_context=lambda ctx, inputs, output: None)
+    refuse_double_backward(
+        (f'lsa::{name}_backward', f'lsa::{name}_moments_backward'),
+        f'lsa::{name}: double backward (a gradient of the gradient) is not supported by the '
+        "fused op; build SANAttention with fused=False (or fused='eval') for that")
 
 
 if HAS_EXT and hasattr(torch.ops.lsa, 'san_pairwise_forward'):

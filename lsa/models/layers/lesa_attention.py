@@ -35,7 +35,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from lsa.models.layers.common import maybe_checkpoint, to_2tuple
-from lsa.ops.batchnorm import bn_affine
+from lsa.ops.batchnorm import bn_affine, update_running_stats
 from lsa.registry import MODELS
 from lsa.types import IntOr2Tuple
 
@@ -391,15 +391,6 @@ class LESAAttention(nn.Module):
             return self._normed_sum([qk, *self._cls_pos_logits(q, k)])
         return self._normed_sum([qk, self._det_pos_logits(q, H, W)])
 
-    @staticmethod
-    @torch.no_grad()
-    def _update_running_stats(bn: nn.BatchNorm2d, mean: Tensor, var: Tensor, n: int) -> None:
-        """BatchNorm's running-statistics update for a batch of ``n`` values per channel."""
-        bn.num_batches_tracked.add_(1)
-        f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-        bn.running_mean.mul_(1 - f).add_(mean, alpha=f)
-        bn.running_var.mul_(1 - f).add_(var * (n / max(n - 1, 1)), alpha=f)
-
     # ---------------------------------------------------------------- terms
     def _local(self, x: Tensor) -> Tensor:
         return self.local_norm(self.local_conv(x))
@@ -416,8 +407,8 @@ class LESAAttention(nn.Module):
                 self._logits, q, k, H, W, use_reentrant=False, preserve_rng_state=False)
         else:
             logits, mean, var = self._logits(q, k, H, W)
-        if mean is not None and bn.training and bn.running_mean is not None:
-            self._update_running_stats(bn, mean.detach(), var.detach(), logits.numel() // G)
+        if mean is not None:  # the batch statistics were used: update the running ones
+            update_running_stats(bn, mean, var, logits.numel() // G)
         attn = logits.softmax(dim=-1)
         out = self.value_norm(torch.matmul(v, attn.transpose(-1, -2)).reshape(B, -1, H, W))
         if self.pe_type == 'classification':

@@ -68,9 +68,8 @@ def _pooled_inference(x: Tensor, weight: Tensor, bn: nn.BatchNorm2d) -> Tensor:
     the folded conv + BatchNorm, a chunk of samples at a time (equal to the modules up to
     rounding: the BatchNorm is folded into the conv)."""
     scale = bn.weight.double() * (bn.running_var.double() + bn.eps).rsqrt()
-    wk = scale[:, None] * weight.flatten(1).double()
-    shift = bn.bias.double() - scale * bn.running_mean.double()
-    return _pooled(x, torch.cat([wk, shift[:, None]], 1).to(x.dtype))
+    return _pooled(x, _folded(weight.flatten(1).double(), scale, bn.running_mean.double(),
+                              bn.bias))
 
 
 def _pooled(x: Tensor, wk: Tensor) -> Tensor:
@@ -182,15 +181,17 @@ def _input_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     return mu, cov / count
 
 
-def _folded(w64: Tensor, scale: Tensor, mu: Tensor, beta: Tensor) -> Tensor:
+def _folded(w64: Tensor, scale: Tensor, mean: Tensor, beta: Tensor) -> Tensor:
     """BN(conv(.)) as one (O, C + 1) matrix on ``[x; 1]``: the conv weight times BN's
-    scale, then BN's shift; in ``beta``'s dtype.
+    ``scale`` (O,), then BN's shift ``beta - scale * mean`` with ``mean`` (O,) the conv
+    output's mean (the batch's in training, the running one in inference); in ``beta``'s
+    dtype.
 
     ``x`` is not centred first: equal inputs whose products are exact (zeros, as in
     padded or black regions) give bitwise-equal values at every position, as in the
     plain modules, so the pool breaks those ties the same way."""
-    wk = scale[:, None] * w64
-    return torch.cat([wk, (beta.double() - wk @ mu)[:, None]], 1).to(beta.dtype)
+    shift = beta.double() - scale * mean
+    return torch.cat([scale[:, None] * w64, shift[:, None]], 1).to(beta.dtype)
 
 
 class _ConvBNReLUMaxPool2x2(torch.autograd.Function):
@@ -205,9 +206,9 @@ class _ConvBNReLUMaxPool2x2(torch.autograd.Function):
         mean, var = w64 @ mu, ((w64 @ cov) * w64).sum(1).clamp_min(0)
         update_running_stats(bn, mean, var, count)
         invstd = (var + bn.eps).rsqrt()
-        wk = _folded(w64, gamma.detach().double() * invstd, mu, beta)
+        wk = _folded(w64, gamma.detach().double() * invstd, mean, beta)
         ctx.save_for_backward(x, weight, gamma, beta)
-        ctx.stats = (mu, cov, invstd)
+        ctx.stats = (mu, cov, invstd, mean)
         return _pooled(x, wk)
 
     @staticmethod
@@ -223,12 +224,12 @@ class _ConvBNReLUMaxPool2x2(torch.autograd.Function):
 def _backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
     """Gradients of x, conv weight, BN weight and bias (see the module docstring)."""
     x, weight, gamma, beta = ctx.saved_tensors
-    mu, cov, invstd = ctx.stats
+    mu, cov, invstd, mean = ctx.stats
     N, C, H, W = x.shape
     O, count, f64 = weight.shape[0], N * H * W, torch.float64
     w64 = weight.flatten(1).double()
     scale = gamma.double() * invstd
-    wk = _folded(w64, scale, mu, beta)
+    wk = _folded(w64, scale, mean, beta)
     grad = grad.contiguous()
     need_x = ctx.needs_input_grad[0]
     dx = torch.zeros_like(x) if need_x else None
